@@ -1,0 +1,5 @@
+"""Callbacks that evaluate the representation while it trains."""
+
+from rotaux.callbacks.linear_probe import OnlineLinearProbe
+
+__all__ = ["OnlineLinearProbe"]

@@ -1,0 +1,142 @@
+"""Online linear evaluation during pretraining (the protocol of solo-learn's online classifier)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning import Callback, LightningModule, Trainer
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class OnlineLinearProbe(Callback):
+    """Trains a linear classifier on detached backbone features of the training batches and
+    reports ``val/linear_top1`` (and ``val/linear_top5``) on the validation split every epoch.
+
+    The features are those the method computed for its first augmented view (``features`` in
+    the ``training_step`` output), so the probe costs no extra backbone pass and sends no
+    gradient into the backbone. Validation features come from the backbone in eval mode
+    (Lightning's validation loop), so BatchNorm statistics are not touched. Under DDP the probe
+    trains on the features gathered from all ranks, so every rank takes the same step from the
+    same (seeded) initialisation and the probes stay identical. Labels below 0 (STL-10's
+    unlabeled images) are skipped. A BatchNorm without parameters standardises the features
+    before the linear layer (the linear probe of He et al., MAE, 2022), so one learning rate
+    suits every backbone width and every stage of training. Probe weights and optimizer state
+    are saved in checkpoints.
+
+    Online numbers track training progress; they are not the offline linear-evaluation protocol.
+
+    Args:
+        lr: SGD learning rate of the probe (solo-learn's ``classifier_lr``).
+        momentum: SGD momentum.
+        weight_decay: L2 penalty of the probe.
+        seed: seed of the probe's initialisation.
+    """
+
+    def __init__(
+        self, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0
+    ) -> None:
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.classifier: nn.Sequential | None = None
+        self.optimizer: torch.optim.SGD | None = None
+        self._pending_state: dict[str, Any] | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        num_classes = trainer.datamodule.num_classes
+        if self.classifier is None or self.classifier[-1].out_features != num_classes:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                self.classifier = nn.Sequential(
+                    nn.BatchNorm1d(pl_module.num_features, affine=False),
+                    nn.Linear(pl_module.num_features, num_classes),
+                )
+            self.optimizer = torch.optim.SGD(
+                self.classifier.parameters(), lr=self.lr, momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            )
+        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        if self._pending_state is not None:
+            self.load_state_dict(self._pending_state)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._to(pl_module.device)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._to(pl_module.device)
+
+    def _to(self, device: torch.device) -> None:
+        self.classifier.to(device)
+        self.top1.to(device)
+        self.top5.to(device)
+        for state in self.optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    state[key] = value.to(device)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        features, labels = outputs["features"].float(), batch["label"]
+        if trainer.world_size > 1:
+            features = pl_module.all_gather(features).flatten(0, 1)
+            labels = pl_module.all_gather(labels).flatten(0, 1)
+        labeled = labels >= 0
+        self.classifier.train()
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            logits = self.classifier(features[labeled])
+            loss = F.cross_entropy(logits, labels[labeled])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        pl_module.log("train/linear_loss", loss.detach())
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        labels = batch["label"]
+        labeled = labels >= 0
+        self.classifier.eval()
+        logits = self.classifier(outputs["features"].float()[labeled])
+        self.top1.update(logits, labels[labeled])
+        self.top5.update(logits, labels[labeled])
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            self.top1.reset()
+            self.top5.reset()
+            return
+        pl_module.log_dict(
+            {"val/linear_top1": self.top1.compute(), "val/linear_top5": self.top5.compute()}
+        )
+        self.top1.reset()
+        self.top5.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.classifier is None:
+            return {}
+        return {
+            "classifier": self.classifier.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if self.classifier is None:
+            self._pending_state = state_dict
+            return
+        self.classifier.load_state_dict(state_dict["classifier"])
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+        self._pending_state = None

@@ -1,0 +1,125 @@
+"""The small base every method stands on: a backbone, the optimizer and schedule, validation
+features for the evaluation callbacks, and a record of the architecture in each checkpoint."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning import LightningModule
+
+from rotaux.backbones import BackboneName, build_backbone
+from rotaux.errors import RotauxError
+from rotaux.optim import OptimizerConfig, build_optimizer, warmup_cosine_scheduler
+
+
+class SSLMethod(LightningModule):
+    """Base class of the self-supervised methods.
+
+    A method subclass builds its heads in ``__init__``, and its ``training_step`` computes the
+    method's own loss and returns ``self.step_output(ssl_loss, batch, features)``; mixing in
+    :class:`~rotaux.methods.rotation.RotationAuxMixin` adds the rotation loss there.
+
+    Training batches are dicts with ``views`` (list of normalised image tensors), ``label`` (used
+    only by evaluation callbacks) and, when the rotation auxiliary is on, ``rotation`` and
+    ``rotation_labels``. Validation batches have ``image`` and ``label``.
+
+    Args:
+        backbone: ``resnet18`` or ``resnet50`` (torchvision architectures).
+        cifar_stem: 3x3 stride-1 first convolution and no max-pool, for 32x32 images.
+        backbone_width: channels of the first ResNet stage (64 = standard). Small values such as
+            16 make CPU smoke runs and tests fast; see :func:`rotaux.backbones.build_backbone`.
+        optimizer: optimizer, learning-rate scaling and warm-up/cosine schedule.
+        channels_last: keep the network in channels-last memory format (faster convolutions on
+            recent CPUs and on GPUs with tensor cores).
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneName = "resnet18",
+        cifar_stem: bool = False,
+        backbone_width: int = 64,
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone = build_backbone(backbone, cifar_stem=cifar_stem, width=backbone_width)
+        self.optimizer_config = optimizer
+        self.channels_last = channels_last
+        self.total_steps = 0
+
+    @property
+    def num_features(self) -> int:
+        """Dimension of the pooled backbone features."""
+        return self.backbone.num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of ``images`` (the representation being learned)."""
+        return self.backbone(images)
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def total_loss(self, ssl_loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The loss to optimise; auxiliary-task mixins add their terms here."""
+        return ssl_loss
+
+    def step_output(
+        self, ssl_loss: torch.Tensor, batch: dict[str, Any], features: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Log the losses and return what ``training_step`` returns: the loss to optimise and the
+        detached features of the first view for the online evaluation callbacks."""
+        loss = self.total_loss(ssl_loss, batch)
+        self.log_dict({"train/ssl_loss": ssl_loss, "train/loss": loss})
+        return {"loss": loss, "features": features.detach()}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        return {"features": self.backbone(batch["image"])}
+
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all devices and accumulated batches."""
+        trainer = self.trainer
+        per_device = getattr(trainer.datamodule, "batch_size", None)
+        if per_device is None:
+            return self.optimizer_config.reference_batch_size
+        return per_device * trainer.world_size * trainer.accumulate_grad_batches
+
+    def configure_optimizers(self) -> dict:
+        config = self.optimizer_config
+        optimizer = build_optimizer(self, config, config.scaled_lr(self.global_batch_size()))
+        self.total_steps = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = math.ceil(
+            self.trainer.num_training_batches / self.trainer.accumulate_grad_batches
+        )
+        scheduler = warmup_cosine_scheduler(
+            optimizer,
+            warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+            total_steps=self.total_steps,
+            min_ratio=config.min_lr_ratio,
+        )
+        schedule = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def architecture(self) -> dict[str, Any]:
+        """What a checkpoint must match to be loaded into this module."""
+        return {
+            "method": type(self).__name__,
+            "backbone": self.hparams.backbone,
+            "cifar_stem": self.hparams.cifar_stem,
+            "backbone_width": self.hparams.backbone_width,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rotaux_architecture"] = self.architecture()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("rotaux_architecture")
+        if saved is not None and saved != self.architecture():
+            raise RotauxError(
+                f"The checkpoint was written by {saved} but this run builds "
+                f"{self.architecture()}. Resume with the config the checkpoint was trained with "
+                "(it is saved as config.yaml in the run folder)."
+            )

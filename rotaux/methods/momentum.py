@@ -1,0 +1,60 @@
+"""Base for methods with a momentum (EMA) target network: BYOL, MoCo, DINO."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torch import nn
+
+from rotaux.backbones import BackboneName
+from rotaux.ema import cosine_momentum, ema_update_
+from rotaux.methods.base import SSLMethod
+from rotaux.optim import OptimizerConfig
+
+
+class MomentumMethod(SSLMethod):
+    """An :class:`SSLMethod` whose target networks follow the online ones by EMA.
+
+    Register each target with :meth:`momentum_copy`; after every optimizer step the targets move
+    towards the online weights with momentum :func:`~rotaux.ema.cosine_momentum` of the global
+    step, so the schedule is exact after a resume.
+
+    Args:
+        base_momentum: EMA momentum at the first step.
+        final_momentum: EMA momentum at the last step.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneName = "resnet18",
+        cifar_stem: bool = False,
+        backbone_width: int = 64,
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        channels_last: bool = True,
+        base_momentum: float = 0.99,
+        final_momentum: float = 1.0,
+    ) -> None:
+        super().__init__(backbone, cifar_stem, backbone_width, optimizer, channels_last)
+        self.base_momentum = base_momentum
+        self.final_momentum = final_momentum
+        self._momentum_pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def momentum_copy(self, online: nn.Module) -> nn.Module:
+        """A frozen copy of ``online`` that is updated by EMA after each optimizer step."""
+        target = copy.deepcopy(online)
+        target.requires_grad_(False)
+        self._momentum_pairs.append((online, target))
+        return target
+
+    def current_momentum(self) -> float:
+        return cosine_momentum(
+            self.global_step, self.total_steps, self.base_momentum, self.final_momentum
+        )
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        momentum = self.current_momentum()
+        super().optimizer_step(*args, **kwargs)
+        for online, target in self._momentum_pairs:
+            ema_update_(target, online, momentum)
+        self.log("train/ema_momentum", momentum)

@@ -1,0 +1,169 @@
+"""Optimizers and learning-rate schedules for pretraining.
+
+LARS follows You et al., "Large Batch Training of Convolutional Networks" (2017) as used by
+SimCLR and BYOL: biases and normalisation parameters (every parameter with fewer than two
+dimensions) get neither weight decay nor the layer-wise trust ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from rotaux.errors import RotauxError
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer and schedule of the pretraining network.
+
+    Defaults are the CIFAR BYOL recipe of solo-learn (LARS, lr 1.0 for a batch of 256, eta 0.02,
+    weight decay 1e-5, 10 warm-up epochs then cosine decay).
+
+    Args:
+        name: ``lars``, ``sgd`` or ``adamw``.
+        lr: learning rate for a global batch of ``reference_batch_size`` images.
+        lr_scaling: how ``lr`` scales with the global batch (per-device batch x devices x nodes x
+            gradient accumulation): ``linear`` (Goyal et al. 2017, used by SimCLR/BYOL/solo-learn),
+            ``sqrt`` or ``none``.
+        reference_batch_size: the global batch at which ``lr`` applies unscaled.
+        weight_decay: L2 penalty, not applied to biases and normalisation parameters.
+        momentum: SGD/LARS momentum (``beta1`` for AdamW).
+        lars_eta: LARS trust coefficient.
+        lars_clip: clip the LARS adaptive rate at 1 (LARC clipping, as in solo-learn).
+        warmup_epochs: linear warm-up length in epochs (fractions allowed), counted in steps.
+        min_lr_ratio: the final learning rate as a fraction of the peak.
+    """
+
+    name: Literal["lars", "sgd", "adamw"] = "lars"
+    lr: float = 1.0
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
+    reference_batch_size: int = 256
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+    lars_eta: float = 0.02
+    lars_clip: bool = True
+    warmup_epochs: float = 10.0
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise RotauxError(f"optimizer.lr must be positive, got {self.lr}.")
+        if self.weight_decay < 0:
+            raise RotauxError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.warmup_epochs < 0:
+            raise RotauxError(f"optimizer.warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+
+    def scaled_lr(self, global_batch_size: int) -> float:
+        ratio = global_batch_size / self.reference_batch_size
+        if self.lr_scaling == "linear":
+            return self.lr * ratio
+        if self.lr_scaling == "sqrt":
+            return self.lr * math.sqrt(ratio)
+        return self.lr
+
+
+class LARS(Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling.
+
+    For a parameter group with ``lars_exclude=False`` the update direction is
+    ``(g + wd * w) * eta * ||w|| / (||g|| + wd * ||w||)`` (the trust ratio is 1 where either
+    norm is zero); with ``lars_clip`` the ratio is divided by the learning rate and clipped at 1.
+    Groups with ``lars_exclude=True`` take plain SGD-with-momentum steps. No step synchronises
+    with the host.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict],
+        lr: float,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        eta: float = 0.02,
+        clip: bool = True,
+    ) -> None:
+        defaults = dict(
+            lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, clip=clip,
+            lars_exclude=False,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - the torch.optim signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                update = param.grad
+                if not group["lars_exclude"]:
+                    weight_decay = group["weight_decay"]
+                    param_norm = torch.linalg.vector_norm(param)
+                    grad_norm = torch.linalg.vector_norm(update)
+                    ratio = group["eta"] * param_norm / (grad_norm + weight_decay * param_norm)
+                    ratio = torch.where((param_norm > 0) & (grad_norm > 0), ratio, 1.0)
+                    if group["clip"]:
+                        ratio = torch.clamp(ratio / group["lr"], max=1.0)
+                    update = update.add(param, alpha=weight_decay).mul_(ratio)
+                state = self.state[param]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = update.clone()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                param.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Split trainable parameters into decayed weights and undecayed biases/normalisation params."""
+    decayed, undecayed = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decayed if param.ndim > 1 else undecayed).append(param)
+    return [
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": undecayed, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+
+
+def build_optimizer(module: nn.Module, config: OptimizerConfig, lr: float) -> Optimizer:
+    """The optimizer named by ``config`` over ``module``'s trainable parameters at rate ``lr``."""
+    groups = parameter_groups(module, config.weight_decay)
+    if config.name == "lars":
+        return LARS(groups, lr=lr, momentum=config.momentum, eta=config.lars_eta,
+                    clip=config.lars_clip)
+    for group in groups:
+        group.pop("lars_exclude", None)
+    if config.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, 0.999))
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine decay to
+    ``min_ratio`` at ``total_steps`` (Loshchilov & Hutter 2017; Goyal et al. 2017 warm-up)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_scheduler(
+    optimizer: Optimizer, warmup_steps: int, total_steps: int, min_ratio: float
+) -> LambdaLR:
+    """A per-step :class:`LambdaLR` applying :func:`warmup_cosine`; its state is the step count,
+    so it resumes exactly from a checkpoint."""
+    return LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps, min_ratio)
+    )
