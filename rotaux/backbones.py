@@ -76,4 +76,3 @@ def build_backbone(
     net.num_features = 8 * width * block.expansion
     net.fc = nn.Identity()
     return net
-

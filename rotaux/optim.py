@@ -90,7 +90,11 @@ class LARS(Optimizer):
         clip: bool = True,
     ) -> None:
         defaults = dict(
-            lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, clip=clip,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            eta=eta,
+            clip=clip,
             lars_exclude=False,
         )
         super().__init__(params, defaults)
@@ -140,8 +144,9 @@ def build_optimizer(module: nn.Module, config: OptimizerConfig, lr: float) -> Op
     """The optimizer named by ``config`` over ``module``'s trainable parameters at rate ``lr``."""
     groups = parameter_groups(module, config.weight_decay)
     if config.name == "lars":
-        return LARS(groups, lr=lr, momentum=config.momentum, eta=config.lars_eta,
-                    clip=config.lars_clip)
+        return LARS(
+            groups, lr=lr, momentum=config.momentum, eta=config.lars_eta, clip=config.lars_clip
+        )
     for group in groups:
         group.pop("lars_exclude", None)
     if config.name == "sgd":

@@ -1,6 +1,6 @@
 import torch
-
 from ddp import run_distributed
+
 from rotaux.distributed import all_reduce_sum, gather
 
 

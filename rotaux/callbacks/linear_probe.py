@@ -56,7 +56,9 @@ class OnlineLinearProbe(Callback):
                     nn.Linear(pl_module.num_features, num_classes),
                 )
             self.optimizer = torch.optim.SGD(
-                self.classifier.parameters(), lr=self.lr, momentum=self.momentum,
+                self.classifier.parameters(),
+                lr=self.lr,
+                momentum=self.momentum,
                 weight_decay=self.weight_decay,
             )
         self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")

@@ -90,10 +90,17 @@ class SSLMethod(LightningModule):
     def configure_optimizers(self) -> dict:
         config = self.optimizer_config
         optimizer = build_optimizer(self, config, config.scaled_lr(self.global_batch_size()))
-        self.total_steps = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = math.ceil(
-            self.trainer.num_training_batches / self.trainer.accumulate_grad_batches
-        )
+        total_steps = self.trainer.estimated_stepping_batches
+        if math.isinf(total_steps):
+            raise RotauxError(
+                "The schedules need a finite run: set --trainer.max_epochs or --trainer.max_steps."
+            )
+        self.total_steps = int(total_steps)
+        batches_per_epoch = self.trainer.num_training_batches
+        if math.isinf(batches_per_epoch):
+            # a max_steps-only run has not sized its data loader yet
+            batches_per_epoch = len(self.trainer.datamodule.train_dataloader())
+        steps_per_epoch = math.ceil(batches_per_epoch / self.trainer.accumulate_grad_batches)
         scheduler = warmup_cosine_scheduler(
             optimizer,
             warmup_steps=round(config.warmup_epochs * steps_per_epoch),

@@ -48,8 +48,13 @@ class BYOL(RotationAuxMixin, MomentumMethod):
         rotation_num_layers: int = 2,
     ) -> None:
         super().__init__(
-            backbone, cifar_stem, backbone_width, optimizer, channels_last,
-            base_momentum, final_momentum,
+            backbone,
+            cifar_stem,
+            backbone_width,
+            optimizer,
+            channels_last,
+            base_momentum,
+            final_momentum,
         )
         self.projector = MLP(self.num_features, proj_hidden_dim, proj_output_dim)
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
