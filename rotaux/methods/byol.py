@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from rotaux.backbones import BackboneName
 from rotaux.heads import MLP
@@ -56,11 +57,15 @@ class BYOL(RotationAuxMixin, MomentumMethod):
             base_momentum,
             final_momentum,
         )
-        self.projector = MLP(self.num_features, proj_hidden_dim, proj_output_dim)
+        self.projector = self.build_projector(self.num_features, proj_hidden_dim, proj_output_dim)
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
         self.target_backbone = self.momentum_copy(self.backbone)
         self.target_projector = self.momentum_copy(self.projector)
         self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
+
+    def build_projector(self, in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
+        """BYOL's projector; override it to try another head (examples/custom_method.py)."""
+        return MLP(in_dim, hidden_dim, out_dim)
 
     def online(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features and predictions of the online network."""

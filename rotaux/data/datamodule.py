@@ -1,0 +1,260 @@
+"""The one data module every method trains with."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Literal
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from rotaux.data.datasets import (
+    PRESETS,
+    DatasetName,
+    download_torchvision,
+    image_sides,
+    load_datasets,
+)
+from rotaux.data.rotation import rotate_batch
+from rotaux.data.transforms import ViewAugmentation, byol_views, eval_transform, view_transform
+from rotaux.errors import RotauxError
+
+
+class MultiViewDataset(Dataset):
+    """Wraps an ``(image, label)`` dataset into training samples: augmented ``views``, the
+    ``label``, and, when a rotation transform is given, an un-rotated ``rotation_crop``."""
+
+    def __init__(self, base: Dataset, views: list, rotation_crop: Any | None = None) -> None:
+        self.base = base
+        self.views = views
+        self.rotation_crop = rotation_crop
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self.base[index]
+        sample = {"views": [transform(image) for transform in self.views], "label": label}
+        if self.rotation_crop is not None:
+            sample["rotation_crop"] = self.rotation_crop(image)
+        return sample
+
+
+class EvalDataset(Dataset):
+    """Wraps an ``(image, label)`` dataset into ``{"image", "label"}`` samples."""
+
+    def __init__(self, base: Dataset, transform: Any) -> None:
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self.base[index]
+        return {"image": self.transform(image), "label": label}
+
+
+class SSLDataModule(LightningDataModule):
+    """Augmented views, rotation input and evaluation images for self-supervised pretraining.
+
+    Loader workers only decode, augment and emit uint8 tensors; on the training device,
+    ``on_after_batch_transfer`` normalises them and makes the rotated copies of the rotation
+    task (``rotation`` with ``rotation_labels`` 0..3 for 0/90/180/270 degrees), so the loader
+    moves one image per sample, not four.
+
+    Args:
+        dataset: ``cifar10``, ``cifar100``, ``stl10`` (torchvision), ``imagefolder`` or
+            ``synthetic`` (generated in memory; for tests and smoke runs).
+        root: dataset folder. For ``imagefolder``: ``root/train/<class>/<image>`` and optionally
+            ``root/val/<class>/<image>``.
+        download: let torchvision download cifar10/cifar100/stl10 into ``root`` if missing.
+        batch_size: images per device per step (the global batch is this x devices x nodes).
+        num_workers: loader processes per device.
+        image_size: training crop and evaluation side; ``None`` takes the dataset's preset
+            (32 for CIFAR and synthetic, 96 for STL-10, 224 for image folders).
+        mean: per-channel normalisation mean; ``None`` takes the dataset's preset.
+        std: per-channel normalisation standard deviation; ``None`` takes the preset.
+        val_resize: shorter side that evaluation images are resized to before the centre crop;
+            ``None`` resizes to ``image_size`` (use 256 with 224 crops for ImageNet-style data).
+        augmentations: one entry per kind of view, each repeated ``num_crops`` times, in order
+            (``batch["views"]`` lists them so; put the large crops first); ``None`` is BYOL's
+            asymmetric pair, with blur only when ``image_size`` is at least 96.
+        rotation_source: ``crop`` makes a separate crop for the rotation task (E-SSL); ``view``
+            rotates the first augmented view (no extra loader work).
+        rotation_crop_size: side of the separate rotation crop; ``None`` uses ``image_size``.
+            E-SSL uses 96 on ImageNet, to make the four extra passes cheap.
+        rotation_crop_scale: area range of the rotation crop; ``None`` uses the first view's.
+            E-SSL's ImageNet setting is (0.05, 0.14).
+        rotation_copies: 4 rotated copies per image (all of 0/90/180/270), or 1 random rotation
+            per image (as in the released code of Addepalli et al. 2022).
+        with_rotation: produce the rotation input; ``None`` follows the model (on exactly when
+            its ``rotation_weight`` is above 0).
+        val_fraction: share of every class held out for validation when an image folder has no
+            val/ folder (and the size of the synthetic validation set).
+        split_seed: seed of that split (and of the synthetic data).
+        verify_images: check image-folder files before training: ``full`` decodes all of them,
+            ``header`` parses headers only (fast on ImageNet-size folders), ``none`` skips it.
+        synthetic_size: number of synthetic training images.
+        synthetic_classes: number of synthetic classes.
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetName = "cifar10",
+        root: str = "./data",
+        download: bool = True,
+        batch_size: int = 256,
+        num_workers: int = 4,
+        image_size: int | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        val_resize: int | None = None,
+        augmentations: list[ViewAugmentation] | None = None,
+        rotation_source: Literal["crop", "view"] = "crop",
+        rotation_crop_size: int | None = None,
+        rotation_crop_scale: tuple[float, float] | None = None,
+        rotation_copies: Literal[1, 4] = 4,
+        with_rotation: bool | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        verify_images: Literal["full", "header", "none"] = "full",
+        synthetic_size: int = 2048,
+        synthetic_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        if dataset not in PRESETS:
+            raise RotauxError(f"Unknown dataset {dataset!r}; choose one of {sorted(PRESETS)}.")
+        if batch_size < 1:
+            raise RotauxError(f"batch_size must be at least 1 image per device, got {batch_size}.")
+        if num_workers < 0:
+            raise RotauxError(f"num_workers must be >= 0, got {num_workers}.")
+        preset = PRESETS[dataset]
+        self.dataset = dataset
+        self.root = root
+        self.download = download
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size or preset.image_size
+        self.mean = tuple(mean or preset.mean)
+        self.std = tuple(std or preset.std)
+        self.val_resize = val_resize or self.image_size
+        self.augmentations = augmentations or byol_views(with_blur=self.image_size >= 96)
+        if sum(aug.num_crops for aug in self.augmentations) < 2:
+            raise RotauxError("augmentations must describe at least two views.")
+        self.rotation_source = rotation_source
+        self.rotation_crop_size = rotation_crop_size or self.image_size
+        self.rotation_crop_scale = rotation_crop_scale or self.augmentations[0].crop_scale
+        self.rotation_copies = rotation_copies
+        self.with_rotation = with_rotation
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.verify_images = verify_images
+        self.synthetic_size = synthetic_size
+        self.synthetic_classes = synthetic_classes
+        self.classes: list[str] = []
+        self.rotation_enabled = bool(with_rotation)
+        self._train: Dataset | None = None
+        self._val: Dataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (known after ``setup``)."""
+        if not self.classes:
+            raise RuntimeError("num_classes is known after SSLDataModule.setup().")
+        return len(self.classes)
+
+    def crop_sizes(self) -> list[int]:
+        sizes = [aug.crop_size or self.image_size for aug in self.augmentations]
+        if self.rotation_enabled and self.rotation_source == "crop":
+            sizes.append(self.rotation_crop_size)
+        return sizes
+
+    def prepare_data(self) -> None:
+        if self.download:
+            download_torchvision(self.dataset, self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if self.with_rotation is None:
+            self.rotation_enabled = bool(getattr(model, "uses_rotation", False))
+        splits = load_datasets(
+            self.dataset, self.root, download=False, val_fraction=self.val_fraction,
+            split_seed=self.split_seed, verify_images=self.verify_images,
+            synthetic_size=self.synthetic_size, synthetic_classes=self.synthetic_classes,
+            image_size=self.image_size,
+        )
+        self.classes = splits.classes
+        self._check_crop_sizes(splits.train)
+        views = [
+            view_transform(aug, aug.crop_size or self.image_size)
+            for aug in self.augmentations
+            for _ in range(aug.num_crops)
+        ]
+        rotation_crop = None
+        if self.rotation_enabled and self.rotation_source == "crop":
+            crop = replace(self.augmentations[0], crop_scale=self.rotation_crop_scale)
+            rotation_crop = view_transform(crop, self.rotation_crop_size)
+        self._train = MultiViewDataset(splits.train, views, rotation_crop)
+        self._val = EvalDataset(splits.val, eval_transform(self.image_size, self.val_resize))
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if len(self._train) < self.batch_size * world_size:
+            raise RotauxError(
+                f"The training set has {len(self._train)} images, fewer than one global batch "
+                f"({self.batch_size} per device x {world_size} devices). Lower --data.batch_size "
+                "or use more data."
+            )
+
+    def _check_crop_sizes(self, train: Dataset) -> None:
+        native = PRESETS[self.dataset].native_size
+        if self.dataset == "synthetic":
+            native = self.image_size
+        if native is None:
+            sides = image_sides(train)
+            native = max(sides) if sides else None
+        too_large = [size for size in self.crop_sizes() if native is not None and size > native]
+        if too_large:
+            raise RotauxError(
+                f"Crop size {max(too_large)} is larger than the {self.dataset} images "
+                f"(side {native}). Lower --data.image_size / the augmentations' crop_size / "
+                "--data.rotation_crop_size, or use larger images."
+            )
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("Call SSLDataModule.setup() before asking for data loaders.")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._val, train=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` -> normalised float32, on the images' device."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1) * 255
+        inv_std = 1 / (torch.tensor(self.std, device=images.device).view(1, 3, 1, 1) * 255)
+        return (images.float() - mean) * inv_std
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
+        if "image" in batch:
+            batch["image"] = self.normalize(batch["image"])
+            return batch
+        batch["views"] = [self.normalize(view) for view in batch["views"]]
+        if self.rotation_enabled:
+            if self.rotation_source == "crop":
+                source = self.normalize(batch.pop("rotation_crop"))
+            else:
+                source = batch["views"][0]
+            batch["rotation"], batch["rotation_labels"] = rotate_batch(source, self.rotation_copies)
+        return batch
