@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import rotaux.methods  # noqa: F401 - registers the methods for `--model <Name>`
-from rotaux.callbacks import OnlineLinearProbe
+from rotaux.callbacks import OnlineLinearProbe, TrainingClock
 from rotaux.data import SSLDataModule
 from rotaux.errors import RotauxError
 from rotaux.methods import SSLMethod
@@ -24,6 +24,7 @@ class RotauxCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(OnlineLinearProbe, "linear_probe")
+        parser.add_lightning_class_args(TrainingClock, "clock")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

@@ -1,5 +1,6 @@
 """Callbacks that evaluate the representation while it trains."""
 
+from rotaux.callbacks.clock import TrainingClock
 from rotaux.callbacks.linear_probe import OnlineLinearProbe
 
-__all__ = ["OnlineLinearProbe"]
+__all__ = ["OnlineLinearProbe", "TrainingClock"]
