@@ -1,8 +1,21 @@
 """Self-supervised methods, each a LightningModule with the rotation auxiliary mixed in."""
 
+from rotaux.methods.barlow_twins import BarlowTwins
 from rotaux.methods.base import SSLMethod
 from rotaux.methods.byol import BYOL
 from rotaux.methods.momentum import MomentumMethod
 from rotaux.methods.rotation import RotationAuxMixin
+from rotaux.methods.simclr import SimCLR
+from rotaux.methods.simsiam import SimSiam
+from rotaux.methods.vicreg import VICReg
 
-__all__ = ["BYOL", "MomentumMethod", "RotationAuxMixin", "SSLMethod"]
+__all__ = [
+    "BYOL",
+    "BarlowTwins",
+    "MomentumMethod",
+    "RotationAuxMixin",
+    "SSLMethod",
+    "SimCLR",
+    "SimSiam",
+    "VICReg",
+]
