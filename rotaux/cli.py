@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import rotaux.methods  # noqa: F401 - registers the methods for `--model <Name>`
+from rotaux import export
 from rotaux.callbacks import OnlineLinearProbe, TrainingClock
 from rotaux.data import SSLDataModule
 from rotaux.errors import RotauxError
@@ -41,8 +42,22 @@ class RotauxCLI(LightningCLI):
         )
 
 
+def _rotaux_error(error: BaseException | None) -> RotauxError | None:
+    """The :class:`RotauxError` in ``error``'s chain of causes, if any: jsonargparse wraps what a
+    model's constructor raises in its own ``ValueError``."""
+    while error is not None:
+        if isinstance(error, RotauxError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``rotaux`` console script."""
+    """Entry point of the ``rotaux`` console script: ``rotaux export ...`` writes a pretrained
+    backbone as a plain state dict; every other subcommand is LightningCLI's."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["export"]:
+        sys.exit(export.main(argv[1:]))
     try:
         RotauxCLI(
             SSLMethod,
@@ -52,8 +67,11 @@ def main(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except RotauxError as error:
-        print(f"rotaux: error: {error}", file=sys.stderr)
+    except ValueError as error:
+        cause = _rotaux_error(error)
+        if cause is None:
+            raise
+        print(f"rotaux: error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

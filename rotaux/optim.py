@@ -74,8 +74,9 @@ class LARS(Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling.
 
     For a parameter group with ``lars_exclude=False`` the update direction is
-    ``(g + wd * w) * eta * ||w|| / (||g|| + wd * ||w||)`` (the trust ratio is 1 where either
-    norm is zero); with ``lars_clip`` the ratio is divided by the learning rate and clipped at 1.
+    ``(g + wd * w) * eta * ||w|| / (||g|| + wd * ||w||)``; with ``lars_clip`` the ratio is divided
+    by the learning rate and clipped at 1. Where either norm is zero the ratio is 1 (after
+    clipping, as in LARC and solo-learn).
     Groups with ``lars_exclude=True`` take plain SGD-with-momentum steps. No step synchronises
     with the host.
     """
@@ -115,9 +116,9 @@ class LARS(Optimizer):
                     param_norm = torch.linalg.vector_norm(param)
                     grad_norm = torch.linalg.vector_norm(update)
                     ratio = group["eta"] * param_norm / (grad_norm + weight_decay * param_norm)
-                    ratio = torch.where((param_norm > 0) & (grad_norm > 0), ratio, 1.0)
                     if group["clip"]:
                         ratio = torch.clamp(ratio / group["lr"], max=1.0)
+                    ratio = torch.where((param_norm > 0) & (grad_norm > 0), ratio, 1.0)
                     update = update.add(param, alpha=weight_decay).mul_(ratio)
                 state = self.state[param]
                 if "momentum_buffer" not in state:

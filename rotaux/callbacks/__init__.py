@@ -1,6 +1,7 @@
 """Callbacks that evaluate the representation while it trains."""
 
 from rotaux.callbacks.clock import TrainingClock
+from rotaux.callbacks.knn import KNNMonitor
 from rotaux.callbacks.linear_probe import OnlineLinearProbe
 
-__all__ = ["OnlineLinearProbe", "TrainingClock"]
+__all__ = ["KNNMonitor", "OnlineLinearProbe", "TrainingClock"]

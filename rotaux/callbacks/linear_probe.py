@@ -89,6 +89,10 @@ class OnlineLinearProbe(Callback):
             features = pl_module.all_gather(features).flatten(0, 1)
             labels = pl_module.all_gather(labels).flatten(0, 1)
         labeled = labels >= 0
+        if labeled.sum() < 2:
+            # BatchNorm cannot train on fewer than two samples (an empty batch would make its
+            # statistics NaN); batches of STL-10's unlabeled images can hold that few labels
+            return
         self.classifier.train()
         with torch.autocast(device_type=features.device.type, enabled=False):
             logits = self.classifier(features[labeled])
@@ -110,7 +114,8 @@ class OnlineLinearProbe(Callback):
         labels = batch["label"]
         labeled = labels >= 0
         self.classifier.eval()
-        logits = self.classifier(outputs["features"].float()[labeled])
+        with torch.autocast(device_type=labels.device.type, enabled=False):
+            logits = self.classifier(outputs["features"].float()[labeled])
         self.top1.update(logits, labels[labeled])
         self.top5.update(logits, labels[labeled])
 

@@ -57,7 +57,7 @@ def load_rgb(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CorruptImageError(
             f"Cannot decode image {path}: {error}. Remove or replace the file."
         ) from error
@@ -127,7 +127,9 @@ def _image_folder(
 ) -> SplitDatasets:
     root_path = Path(root)
     if not root_path.is_dir():
-        raise RotauxError(f"Data root {root!r} does not exist or is not a folder. {IMAGEFOLDER_LAYOUT}.")
+        raise RotauxError(
+            f"Data root {root!r} does not exist or is not a folder. {IMAGEFOLDER_LAYOUT}."
+        )
     train_dir, val_dir = root_path / "train", root_path / "val"
     if not train_dir.is_dir():
         raise RotauxError(f"Data root {root!r} has no train/ folder. {IMAGEFOLDER_LAYOUT}.")
@@ -156,9 +158,12 @@ def _checked_folder(folder: Path) -> tv_datasets.ImageFolder:
             f"{IMAGEFOLDER_LAYOUT}."
         )
     dataset = tv_datasets.ImageFolder(str(folder), loader=load_rgb, allow_empty=True)
-    counts = torch.bincount(torch.as_tensor(dataset.targets, dtype=torch.long),
-                            minlength=len(dataset.classes))
-    empty = [name for name, count in zip(dataset.classes, counts.tolist()) if count == 0]
+    counts = torch.bincount(
+        torch.as_tensor(dataset.targets, dtype=torch.long), minlength=len(dataset.classes)
+    )
+    empty = [
+        name for name, count in zip(dataset.classes, counts.tolist(), strict=True) if count == 0
+    ]
     if empty:
         raise RotauxError(
             f"{folder} has class folders without images: {empty[:10]}"
@@ -231,4 +236,3 @@ def image_sides(dataset: Dataset, count: int = 16) -> list[int]:
         with Image.open(path) as image:
             sides.append(min(image.size))
     return sides
-

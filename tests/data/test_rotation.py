@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from rotaux.data.rotation import rotate_batch
+
+
+def _asymmetric(batch: int = 1) -> torch.Tensor:
+    # [[1, 2], [3, 4]] per channel, offset per image so copies can be told apart
+    base = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    return torch.stack([(base + 10 * i).expand(3, 2, 2) for i in range(batch)])
+
+
+def test_label_k_is_k_quarter_turns_counter_clockwise():
+    rotated, labels = rotate_batch(_asymmetric(), copies=4)
+    assert labels.tolist() == [0, 1, 2, 3]
+    expected = [
+        [[1.0, 2.0], [3.0, 4.0]],
+        [[2.0, 4.0], [1.0, 3.0]],  # top-right pixel (2) moves to the top-left
+        [[4.0, 3.0], [2.0, 1.0]],
+        [[3.0, 1.0], [4.0, 2.0]],  # clockwise quarter turn: bottom-left (3) to the top-left
+    ]
+    for k in range(4):
+        for channel in range(3):
+            assert rotated[k, channel].tolist() == expected[k]
+
+
+def test_four_copies_are_ordered_by_label_then_image():
+    images = torch.randn(3, 3, 5, 5)
+    rotated, labels = rotate_batch(images, copies=4)
+    assert rotated.shape == (12, 3, 5, 5)
+    assert labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert labels.dtype == torch.long
+    for index in range(12):
+        k, image = divmod(index, 3)
+        assert torch.equal(rotated[index], torch.rot90(images[image], k, dims=(1, 2)))
+
+
+def test_one_copy_rotates_each_image_by_its_own_label():
+    torch.manual_seed(0)
+    images = torch.randn(64, 3, 4, 4)
+    rotated, labels = rotate_batch(images, copies=1)
+    assert rotated.shape == images.shape and labels.shape == (64,)
+    for image, out, k in zip(images, rotated, labels.tolist(), strict=True):
+        assert torch.equal(out, torch.rot90(image, k, dims=(1, 2)))
+    # uniform over the 4 rotations: all of them occur in 64 draws
+    assert set(labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_non_square_images_and_other_copy_counts_are_rejected():
+    with pytest.raises(ValueError, match="square"):
+        rotate_batch(torch.zeros(2, 3, 4, 5))
+    with pytest.raises(ValueError, match="copies must be 1 or 4, got 3"):
+        rotate_batch(torch.zeros(2, 3, 4, 4), copies=3)
