@@ -36,7 +36,16 @@ def test_report_has_both_arms_is_resumable_and_plots(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     out = tmp_path / "report"
-    argv = ["--config", str(config), "--out", str(out), "--eval-epochs", "1", "--linear-epochs", "2"]
+    argv = [
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--eval-epochs",
+        "1",
+        "--linear-epochs",
+        "2",
+    ]
     efficiency.main(argv)
 
     table = (out / "report.md").read_text()
