@@ -4,13 +4,16 @@ online linear probe)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import rotaux.methods  # noqa: F401 - registers the methods for `--model <Name>`
 from rotaux import export
-from rotaux.callbacks import OnlineLinearProbe, TrainingClock
+from rotaux.callbacks import DivergenceGuard, OnlineLinearProbe, TrainingClock
+from rotaux.checkpointing import PreemptionCheckpoint, find_resume_checkpoint
 from rotaux.data import SSLDataModule
 from rotaux.errors import RotauxError
 from rotaux.methods import SSLMethod
@@ -20,26 +23,57 @@ class RotauxCLI(LightningCLI):
     """``rotaux fit|validate|... --config configs/<dataset>/<method>.yaml``.
 
     Every run writes to ``runs/<name>/version_<n>/``: TensorBoard events, ``metrics.jsonl``,
-    ``config.yaml`` and ``checkpoints/`` (``last.ckpt`` and the best by ``val/linear_top1``).
+    ``config.yaml`` and ``checkpoints/`` (``last.ckpt``, rewritten every epoch and on SIGTERM,
+    and the best by ``val/linear_top1``).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(OnlineLinearProbe, "linear_probe")
         parser.add_lightning_class_args(TrainingClock, "clock")
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")
+        parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # Lightning 2.6 rewrites ModelCheckpoint(save_last=True)'s last.ckpt only when that
+        # callback saves a top-k checkpoint; a monitor-less one keeps last.ckpt current
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_argument(
+            "--auto_resume",
+            type=bool,
+            default=False,
+            help="Resume from the newest checkpoint under the logger's <save_dir>/<name> and "
+            "keep writing into its run folder; start afresh when there is none.",
+        )
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/linear_top1",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{step}",
                 "checkpoint.auto_insert_metric_name": False,
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.enable_version_counter": False,
+                "trainer.plugins": "rotaux.checkpointing.AtomicCheckpointIO",
                 "trainer.logger": {
                     "class_path": "rotaux.loggers.RotauxLogger",
                     "init_args": {"save_dir": "runs", "name": "default"},
                 },
             }
         )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand)
+        if self.subcommand != "fit" or not config.auto_resume:
+            return
+        logger = getattr(config.trainer.logger, "init_args", None)
+        if logger is None or "save_dir" not in logger or "name" not in logger:
+            raise RotauxError(
+                "--auto_resume looks for checkpoints in the logger's <save_dir>/<name>; use a "
+                "logger with a save_dir and a name (the default RotauxLogger has them)."
+            )
+        root = Path(logger.save_dir) / logger.name
+        checkpoint = find_resume_checkpoint(root)
+        if checkpoint is not None:
+            config.ckpt_path = str(checkpoint)
+            logger.version = checkpoint.relative_to(root).parts[0]
 
 
 def _rotaux_error(error: BaseException | None) -> RotauxError | None:
@@ -73,6 +107,10 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"rotaux: error: {cause}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:
+        # not 0: a pre-empted run has not finished (schedulers restart jobs that fail)
+        print("rotaux: stopped by SIGTERM; resume with --auto_resume true", file=sys.stderr)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -173,3 +173,8 @@ def warmup_cosine_scheduler(
     return LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps, min_ratio)
     )
+
+
+# Checkpoints keep the model's hyperparameters; torch.load(weights_only=True), the default since
+# torch 2.6, accepts only allow-listed classes.
+torch.serialization.add_safe_globals([OptimizerConfig])

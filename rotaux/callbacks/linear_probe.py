@@ -88,7 +88,8 @@ class OnlineLinearProbe(Callback):
         if trainer.world_size > 1:
             features = pl_module.all_gather(features).flatten(0, 1)
             labels = pl_module.all_gather(labels).flatten(0, 1)
-        labeled = labels >= 0
+        # a step that the divergence guard skips may still hand over non-finite features
+        labeled = (labels >= 0) & features.isfinite().all(dim=1)
         if labeled.sum() < 2:
             # BatchNorm cannot train on fewer than two samples (an empty batch would make its
             # statistics NaN); batches of STL-10's unlabeled images can hold that few labels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -9,6 +10,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from rotaux.data.batched_augment import BatchedViewAugmentation
 from rotaux.data.datasets import (
     PRESETS,
     DatasetName,
@@ -17,6 +19,7 @@ from rotaux.data.datasets import (
     load_datasets,
 )
 from rotaux.data.rotation import rotate_batch
+from rotaux.data.sampler import EpochSampler, ResumableLoader, SeededSamples
 from rotaux.data.transforms import ViewAugmentation, byol_views, eval_transform, view_transform
 from rotaux.errors import RotauxError
 
@@ -91,6 +94,12 @@ class SSLDataModule(LightningDataModule):
             per image (as in the released code of Addepalli et al. 2022).
         with_rotation: produce the rotation input; ``None`` follows the model (on exactly when
             its ``rotation_weight`` is above 0).
+        augment_on: where the random augmentations run. ``loader``: per image in the loader
+            workers (torchvision). ``device``: the loader only decodes, resizes and centre-crops
+            each image to a fixed square (the dataset's own size, else ``val_resize``) and the
+            views and the rotation crop are cut and augmented batched on the training device
+            (:mod:`rotaux.data.batched_augment`, each sample with its own parameters), which
+            frees the CPU on GPU machines. Crops are then drawn from that square.
         val_fraction: share of every class held out for validation when an image folder has no
             val/ folder (and the size of the synthetic validation set).
         split_seed: seed of that split (and of the synthetic data).
@@ -98,6 +107,10 @@ class SSLDataModule(LightningDataModule):
             ``header`` parses headers only (fast on ImageNet-size folders), ``none`` skips it.
         synthetic_size: number of synthetic training images.
         synthetic_classes: number of synthetic classes.
+        seed: seed of the training order and augmentations (each epoch's shuffle and each
+            sample's views derive from it, the epoch and the sample index, see
+            :mod:`rotaux.data.sampler`); ``None`` takes the run's ``seed_everything`` seed (0
+            without one). Checkpoints record it, and a resumed run continues with theirs.
     """
 
     def __init__(
@@ -117,11 +130,13 @@ class SSLDataModule(LightningDataModule):
         rotation_crop_scale: tuple[float, float] | None = None,
         rotation_copies: Literal[1, 4] = 4,
         with_rotation: bool | None = None,
+        augment_on: Literal["loader", "device"] = "loader",
         val_fraction: float = 0.1,
         split_seed: int = 0,
         verify_images: Literal["full", "header", "none"] = "full",
         synthetic_size: int = 2048,
         synthetic_classes: int = 10,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if dataset not in PRESETS:
@@ -148,11 +163,16 @@ class SSLDataModule(LightningDataModule):
         self.rotation_crop_scale = rotation_crop_scale or self.augmentations[0].crop_scale
         self.rotation_copies = rotation_copies
         self.with_rotation = with_rotation
+        self.augment_on = augment_on
+        self._device_views: list[BatchedViewAugmentation] = []
+        self._device_rotation_crop: BatchedViewAugmentation | None = None
+        self._statistics: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.verify_images = verify_images
         self.synthetic_size = synthetic_size
         self.synthetic_classes = synthetic_classes
+        self.seed = seed
         self.classes: list[str] = []
         self.rotation_enabled = bool(with_rotation)
         self._train: Dataset | None = None
@@ -180,23 +200,41 @@ class SSLDataModule(LightningDataModule):
         if self.with_rotation is None:
             self.rotation_enabled = bool(getattr(model, "uses_rotation", False))
         splits = load_datasets(
-            self.dataset, self.root, download=False, val_fraction=self.val_fraction,
-            split_seed=self.split_seed, verify_images=self.verify_images,
-            synthetic_size=self.synthetic_size, synthetic_classes=self.synthetic_classes,
+            self.dataset,
+            self.root,
+            download=False,
+            val_fraction=self.val_fraction,
+            split_seed=self.split_seed,
+            verify_images=self.verify_images,
+            synthetic_size=self.synthetic_size,
+            synthetic_classes=self.synthetic_classes,
             image_size=self.image_size,
         )
         self.classes = splits.classes
         self._check_crop_sizes(splits.train)
-        views = [
-            view_transform(aug, aug.crop_size or self.image_size)
-            for aug in self.augmentations
-            for _ in range(aug.num_crops)
-        ]
-        rotation_crop = None
+        kinds = [aug for aug in self.augmentations for _ in range(aug.num_crops)]
+        rotation_kind = None
         if self.rotation_enabled and self.rotation_source == "crop":
-            crop = replace(self.augmentations[0], crop_scale=self.rotation_crop_scale)
-            rotation_crop = view_transform(crop, self.rotation_crop_size)
-        self._train = MultiViewDataset(splits.train, views, rotation_crop)
+            rotation_kind = replace(self.augmentations[0], crop_scale=self.rotation_crop_scale)
+        if self.augment_on == "device":
+            self._device_views = [
+                BatchedViewAugmentation(aug, aug.crop_size or self.image_size) for aug in kinds
+            ]
+            self._device_rotation_crop = (
+                None
+                if rotation_kind is None
+                else BatchedViewAugmentation(rotation_kind, self.rotation_crop_size)
+            )
+            side = self._native_size(splits.train) or self.val_resize
+            self._train = MultiViewDataset(splits.train, [eval_transform(side, side)])
+        else:
+            views = [view_transform(aug, aug.crop_size or self.image_size) for aug in kinds]
+            rotation_crop = (
+                None
+                if rotation_kind is None
+                else view_transform(rotation_kind, self.rotation_crop_size)
+            )
+            self._train = MultiViewDataset(splits.train, views, rotation_crop)
         self._val = EvalDataset(splits.val, eval_transform(self.image_size, self.val_resize))
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if len(self._train) < self.batch_size * world_size:
@@ -206,10 +244,12 @@ class SSLDataModule(LightningDataModule):
                 "or use more data."
             )
 
+    def _native_size(self, train: Dataset) -> int | None:
+        """The images' side where the dataset fixes it (CIFAR, STL-10, synthetic)."""
+        return self.image_size if self.dataset == "synthetic" else PRESETS[self.dataset].native_size
+
     def _check_crop_sizes(self, train: Dataset) -> None:
-        native = PRESETS[self.dataset].native_size
-        if self.dataset == "synthetic":
-            native = self.image_size
+        native = self._native_size(train)
         if native is None:
             sides = image_sides(train)
             native = max(sides) if sides else None
@@ -224,15 +264,46 @@ class SSLDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("Call SSLDataModule.setup() before asking for data loaders.")
-        return DataLoader(
+        if self.seed is None:
+            self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        settings = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": self.num_workers > 0,
+            # workers' seeds come from here, not from the global generator that the model's random
+            # draws use, so fetching data never shifts those
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
+        if not train:
+            return DataLoader(dataset, **settings)
+        trainer = self.trainer
+        sampler = EpochSampler(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            self.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
         )
+        return ResumableLoader(
+            SeededSamples(dataset, self.seed),
+            sampler=sampler,
+            drop_last=True,
+            batches_done=self._batches_done,
+            **settings,
+        )
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch the fit loop has trained on (more than 0 only when it
+        resumes mid-epoch)."""
+        if self.trainer is None or not self.trainer.training:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.seed is None else {"seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seed = state_dict.get("seed", self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._train, train=True)
@@ -240,16 +311,49 @@ class SSLDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._val, train=False)
 
+    def eval_train_dataset(self) -> Dataset:
+        """The training images with the evaluation transform (no augmentation) as
+        ``{"image", "label"}`` samples: for kNN banks and cached linear-evaluation features."""
+        if self._train is None or self._val is None:
+            raise RuntimeError("Call SSLDataModule.setup() before asking for datasets.")
+        return EvalDataset(self._train.base, self._val.transform)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` -> normalised float32, on the images' device."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1) * 255
-        inv_std = 1 / (torch.tensor(self.std, device=images.device).view(1, 3, 1, 1) * 255)
-        return (images.float() - mean) * inv_std
+        """uint8 (0..255) or float (0..1) ``(B, 3, H, W)`` -> normalised float32, on the images'
+        device."""
+        scale = 255.0 if images.dtype == torch.uint8 else 1.0
+        if images.device not in self._statistics:
+            # made once per device: building them from Python lists blocks the host on CUDA
+            shape = (1, 3, 1, 1)
+            self._statistics[images.device] = (
+                torch.tensor(self.mean, device=images.device).view(shape),
+                torch.tensor(self.std, device=images.device).view(shape),
+            )
+        mean, std = self._statistics[images.device]
+        return (images.float() - mean * scale) / (std * scale)
+
+    def _device_generator(self, device: torch.device) -> torch.Generator:
+        """The generator of the on-device augmentations: seeded by (seed, rank, batches fetched
+        so far), so every rank and batch draws its own parameters and a resume repeats them."""
+        trainer = self.trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        fetched = (
+            trainer.fit_loop.epoch_loop.batch_progress.total.ready if trainer is not None else 0
+        )
+        generator = torch.Generator(device=device)
+        generator.manual_seed(hash((self.seed or 0, rank, fetched)) & (2**63 - 1))
+        return generator
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
         if "image" in batch:
             batch["image"] = self.normalize(batch["image"])
             return batch
+        if self.augment_on == "device":
+            source = batch["views"][0]
+            generator = self._device_generator(source.device)
+            batch["views"] = [augment(source, generator) for augment in self._device_views]
+            if self._device_rotation_crop is not None:
+                batch["rotation_crop"] = self._device_rotation_crop(source, generator)
         batch["views"] = [self.normalize(view) for view in batch["views"]]
         if self.rotation_enabled:
             if self.rotation_source == "crop":

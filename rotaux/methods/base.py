@@ -10,6 +10,7 @@ import torch
 from lightning import LightningModule
 
 from rotaux.backbones import BackboneName, build_backbone
+from rotaux.checkpointing import restore_rng_states, rng_states
 from rotaux.errors import RotauxError
 from rotaux.optim import OptimizerConfig, build_optimizer, warmup_cosine_scheduler
 
@@ -121,6 +122,9 @@ class SSLMethod(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rotaux_architecture"] = self.architecture()
+        # the states of this rank; Lightning seeds every rank alike and they draw alike, so they
+        # are every rank's
+        checkpoint["rotaux_rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("rotaux_architecture")
@@ -130,3 +134,7 @@ class SSLMethod(LightningModule):
                 f"{self.architecture()}. Resume with the config the checkpoint was trained with "
                 "(it is saved as config.yaml in the run folder)."
             )
+        # a resumed fit continues the random draws (rotation_copies=1) where they stopped;
+        # load_from_checkpoint outside a Trainer leaves the caller's generators alone
+        if self._trainer is not None and "rotaux_rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rotaux_rng_states"])

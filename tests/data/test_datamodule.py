@@ -199,3 +199,24 @@ def test_image_folder_with_val_folder_uses_it(tmp_path):
     assert all("/val/" in path for path, _ in val_set.base.samples)
     sample = val_set[0]
     assert sample["image"].shape == (3, 32, 32) and sample["label"] == 0
+
+
+def test_device_augmentation_makes_views_and_rotation_crop_on_the_device():
+    data = SSLDataModule(
+        dataset="synthetic", synthetic_size=32, batch_size=8, num_workers=0,
+        with_rotation=True, augment_on="device", rotation_crop_size=16,
+    )  # fmt: skip
+    data.setup("fit")
+    loaded = next(iter(data.train_dataloader()))
+    # the loader serves one un-augmented uint8 source image per sample
+    assert [view.dtype for view in loaded["views"]] == [torch.uint8]
+    assert "rotation_crop" not in loaded
+    source = loaded["views"][0].clone()
+    batch = data.on_after_batch_transfer(loaded, 0)
+    assert [tuple(view.shape) for view in batch["views"]] == [(8, 3, 32, 32)] * 2
+    assert batch["rotation"].shape == (32, 3, 16, 16)
+    assert not torch.equal(batch["views"][0], batch["views"][1])
+    # the views are augmented, not the normalised source
+    assert not torch.equal(batch["views"][0], data.normalize(source))
+    # normalised like loader-made views: a float in [0, 1] maps as the uint8 image would
+    torch.testing.assert_close(data.normalize(source.float() / 255), data.normalize(source))
