@@ -3,8 +3,13 @@ online linear probe)."""
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -17,6 +22,43 @@ from rotaux.checkpointing import PreemptionCheckpoint, find_resume_checkpoint
 from rotaux.data import SSLDataModule
 from rotaux.errors import RotauxError
 from rotaux.methods import SSLMethod
+
+
+class RotauxArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors for an unknown option also name the closest valid one
+    (a misspelt key otherwise only gets jsonargparse's list of what failed)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error(message + _suggestion(message, self), ex)
+
+
+def _suggestion(message: str, parser: LightningArgumentParser) -> str:
+    """``"\nDid you mean --x?"`` for the unknown option that ``message`` names, or ``""``."""
+    model_option = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message)
+    if model_option:
+        class_path, unknown = model_option.groups()
+        module, _, name = class_path.rpartition(".")
+        options = {
+            parameter
+            for cls in getattr(importlib.import_module(module), name).__mro__
+            if "__init__" in vars(cls)
+            for parameter in inspect.signature(cls.__init__).parameters
+        }
+        prefix = "model."
+    else:
+        option = re.search(
+            r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)", message
+        )
+        if option is None:
+            return ""
+        unknown = option.group(1) or option.group(2)
+        # a config file's keys are checked by the main parser, the options by the subcommand's
+        subcommands = getattr(parser, "_subcommands_action", None)
+        parsers = [parser, *(subcommands.choices.values() if subcommands else [])]
+        options = {action.dest for each in parsers for action in each._actions}
+        prefix = ""
+    matches = difflib.get_close_matches(unknown, sorted(options), n=1)
+    return f"\nDid you mean --{prefix}{matches[0]}?" if matches else ""
 
 
 class RotauxCLI(LightningCLI):
@@ -98,6 +140,7 @@ def main(args: list[str] | None = None) -> None:
             SSLDataModule,
             subclass_mode_model=True,
             auto_configure_optimizers=False,
+            parser_class=RotauxArgumentParser,
             save_config_kwargs={"overwrite": True},
             args=args,
         )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+
+import pytest
+import yaml
 
 from rotaux.cli import main
 
@@ -59,3 +63,45 @@ def fit_tiny(tmp_path: Path, model: str, *extra: str) -> Path:
 def read_metrics(run_dir: Path) -> list[dict]:
     """Rows of the run's metrics.jsonl."""
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+SMALL_HEADS = [
+    "--model.proj_hidden_dim", "64",
+    "--model.proj_output_dim", "32",
+    "--model.rotation_hidden_dim", "32",
+    "--trainer.log_every_n_steps", "1",
+]  # fmt: skip
+ROTATION_METRICS = {"train/rot_loss", "train/rot_acc"}
+
+
+def check_rotation_switch(tmp_path: Path, model: str, rotation: bool, *extra: str) -> None:
+    """Fit ``model`` with its default rotation weight (``rotation``) or with weight 0, and check
+    that the rotation loss is logged and added to the method's loss exactly when it is on."""
+    baseline = [] if rotation else ["--model.rotation_weight", "0"]
+    run = fit_tiny(tmp_path, model, *SMALL_HEADS, *extra, *baseline)
+    rows = read_metrics(run)
+    logged = set().union(*rows)
+    steps = [row for row in rows if "train/ssl_loss" in row]
+    assert steps
+    assert {"train/loss", "train/ssl_loss", "val/linear_top1"} <= logged
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    if rotation:
+        assert logged >= ROTATION_METRICS
+        # the rotation cross-entropy is positive, so it adds to the method's loss
+        assert all(row["train/loss"] > row["train/ssl_loss"] for row in steps)
+    else:
+        assert not ROTATION_METRICS & logged
+        assert all(row["train/loss"] == row["train/ssl_loss"] for row in steps)
+
+
+def printed_model_options(capsys: pytest.CaptureFixture, model: str, method: type) -> dict:
+    """The ``init_args`` that ``rotaux fit --model <model> --print_config`` prints, after checking
+    that they are exactly the constructor's parameters, the rotation options included."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", model, "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert printed["class_path"] == model
+    options = set(inspect.signature(method.__init__).parameters) - {"self"}
+    assert {"rotation_weight", "rotation_hidden_dim", "rotation_num_layers"} <= options
+    assert set(printed["init_args"]) == options
+    return printed["init_args"]

@@ -164,6 +164,28 @@ def test_cli_unknown_key(capsys):
     assert "no_such_key" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("misspelt", "suggested"),
+    [
+        (["--model.rotation_wieght", "0.5"], "--model.rotation_weight"),
+        (["--data.batchsize", "8"], "--data.batch_size"),
+    ],
+)
+def test_cli_misspelt_option_gets_the_nearest_valid_one(capsys, misspelt, suggested):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model", "BYOL", *TINY_RUN, *misspelt])
+    assert exit_info.value.code != 0
+    assert f"Did you mean {suggested}?" in capsys.readouterr().err
+
+
+def test_misspelt_config_file_key_gets_the_nearest_valid_one(tmp_path, capsys):
+    config = tmp_path / "typo.yaml"
+    config.write_text("data:\n  batchsize: 8\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(config), "--model", "BYOL", *TINY_RUN])
+    assert "Did you mean --data.batch_size?" in capsys.readouterr().err
+
+
 def test_cli_wrong_type(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--model", "BYOL", *TINY_RUN, "--data.batch_size", "abc"])

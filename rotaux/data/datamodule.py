@@ -19,7 +19,7 @@ from rotaux.data.datasets import (
     load_datasets,
 )
 from rotaux.data.rotation import rotate_batch
-from rotaux.data.sampler import EpochSampler, ResumableLoader, SeededSamples
+from rotaux.data.sampler import EpochSampler, ResumableLoader, SeededSamples, mix_seed
 from rotaux.data.transforms import ViewAugmentation, byol_views, eval_transform, view_transform
 from rotaux.errors import RotauxError
 
@@ -341,7 +341,7 @@ class SSLDataModule(LightningDataModule):
             trainer.fit_loop.epoch_loop.batch_progress.total.ready if trainer is not None else 0
         )
         generator = torch.Generator(device=device)
-        generator.manual_seed(hash((self.seed or 0, rank, fetched)) & (2**63 - 1))
+        generator.manual_seed(mix_seed(self.seed or 0, rank, fetched))
         return generator
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:

@@ -1,53 +1,18 @@
-import inspect
-
 import pytest
-import yaml
-from cli_utils import fit_tiny, read_metrics
+from cli_utils import check_rotation_switch, printed_model_options
 
-from rotaux.cli import main
 from rotaux.methods.barlow_twins import BarlowTwins
 
 MODEL = "rotaux.methods.barlow_twins.BarlowTwins"
-SMALL_HEADS = [
-    "--model.proj_hidden_dim",
-    "64",
-    "--model.proj_output_dim",
-    "32",
-    "--model.rotation_hidden_dim",
-    "32",
-    "--trainer.log_every_n_steps",
-    "1",
-]
-ROTATION_METRICS = {"train/rot_loss", "train/rot_acc"}
 
 
 @pytest.mark.parametrize("rotation", [True, False], ids=["default_rotation", "weight_0"])
 def test_barlow_twins_fits_and_logs_rotation_metrics_only_with_rotation(tmp_path, rotation):
-    baseline = [] if rotation else ["--model.rotation_weight", "0"]
-    run = fit_tiny(tmp_path, MODEL, *SMALL_HEADS, *baseline)
-    rows = read_metrics(run)
-    logged = set().union(*rows)
-    rows = [row for row in rows if "train/ssl_loss" in row]
-    assert rows
-    assert {"train/loss", "train/ssl_loss", "val/linear_top1"} <= logged
-    assert (run / "checkpoints" / "last.ckpt").exists()
-    if rotation:
-        assert logged >= ROTATION_METRICS
-        # the rotation cross-entropy is positive, so it adds to the Barlow Twins loss
-        assert all(row["train/loss"] > row["train/ssl_loss"] for row in rows)
-    else:
-        assert not ROTATION_METRICS & logged
-        assert all(row["train/loss"] == row["train/ssl_loss"] for row in rows)
+    check_rotation_switch(tmp_path, MODEL, rotation)
 
 
 def test_barlow_twins_print_config_lists_every_constructor_option(capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--model", MODEL, "--print_config"])
-    model = yaml.safe_load(capsys.readouterr().out)["model"]
-    assert model["class_path"] == MODEL
-    options = set(inspect.signature(BarlowTwins.__init__).parameters) - {"self"}
-    assert {"rotation_weight", "rotation_hidden_dim", "rotation_num_layers"} <= options
-    assert set(model["init_args"]) == options
-    assert model["init_args"]["lambd"] == 0.0051
-    assert model["init_args"]["scale_loss"] == 0.1
-    assert model["init_args"]["optimizer"]["lr"] == 0.3
+    options = printed_model_options(capsys, MODEL, BarlowTwins)
+    assert options["lambd"] == 0.0051
+    assert options["scale_loss"] == 0.1
+    assert options["optimizer"]["lr"] == 0.3

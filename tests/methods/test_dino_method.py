@@ -1,12 +1,10 @@
-import inspect
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_utils import fit_tiny, read_metrics
+from cli_utils import fit_tiny, printed_model_options, read_metrics
 
-from rotaux.cli import main
 from rotaux.heads import DINOHead
 from rotaux.methods.dino import DINO
 
@@ -63,13 +61,7 @@ def test_dino_fits_with_multi_crop_and_keeps_its_center_in_the_checkpoint(tmp_pa
 
 
 def test_print_config_lists_every_constructor_option(capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--model", MODEL, "--print_config"])
-    printed = capsys.readouterr().out
-    options = set(inspect.signature(DINO.__init__).parameters) - {"self"}
-    assert {"rotation_weight", "rotation_hidden_dim", "rotation_num_layers"} <= options
-    for option in options:
-        assert f"    {option}:" in printed
+    printed_model_options(capsys, MODEL, DINO)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

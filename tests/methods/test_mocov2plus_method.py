@@ -1,10 +1,7 @@
-import inspect
-
 import pytest
 import torch
-from cli_utils import fit_tiny, read_metrics
+from cli_utils import fit_tiny, printed_model_options, read_metrics
 
-from rotaux.cli import main
 from rotaux.losses.moco import moco_loss
 from rotaux.methods.mocov2plus import MoCoV2Plus
 
@@ -28,13 +25,7 @@ def test_mocov2plus_fits_and_keeps_its_queues_in_the_checkpoint(tmp_path, rotati
 
 
 def test_print_config_lists_every_constructor_option(capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--model", MODEL, "--print_config"])
-    printed = capsys.readouterr().out
-    options = set(inspect.signature(MoCoV2Plus.__init__).parameters) - {"self"}
-    assert {"rotation_weight", "rotation_hidden_dim", "rotation_num_layers"} <= options
-    for option in options:
-        assert f"    {option}:" in printed
+    printed_model_options(capsys, MODEL, MoCoV2Plus)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

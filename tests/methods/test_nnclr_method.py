@@ -1,11 +1,8 @@
-import inspect
-
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_utils import fit_tiny, read_metrics
+from cli_utils import fit_tiny, printed_model_options, read_metrics
 
-from rotaux.cli import main
 from rotaux.losses.nnclr import nnclr_loss
 from rotaux.methods.nnclr import NNCLR
 
@@ -35,13 +32,7 @@ def test_nnclr_fits_and_keeps_its_support_set_in_the_checkpoint(tmp_path, rotati
 
 
 def test_print_config_lists_every_constructor_option(capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--model", MODEL, "--print_config"])
-    printed = capsys.readouterr().out
-    options = set(inspect.signature(NNCLR.__init__).parameters) - {"self"}
-    assert {"rotation_weight", "rotation_hidden_dim", "rotation_num_layers"} <= options
-    for option in options:
-        assert f"    {option}:" in printed
+    printed_model_options(capsys, MODEL, NNCLR)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

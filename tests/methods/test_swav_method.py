@@ -1,12 +1,10 @@
-import inspect
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_utils import fit_tiny, read_metrics
+from cli_utils import fit_tiny, printed_model_options, read_metrics
 
-from rotaux.cli import main
 from rotaux.errors import RotauxError
 from rotaux.losses.swav import sinkhorn
 from rotaux.methods.swav import SwAV
@@ -81,13 +79,7 @@ def test_swav_without_rotation_and_queue_logs_no_rotation_metrics(tmp_path):
 
 
 def test_print_config_lists_every_constructor_option(capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--model", MODEL, "--print_config"])
-    printed = capsys.readouterr().out
-    options = set(inspect.signature(SwAV.__init__).parameters) - {"self"}
-    assert {"rotation_weight", "rotation_hidden_dim", "rotation_num_layers"} <= options
-    for option in options:
-        assert f"    {option}:" in printed
+    printed_model_options(capsys, MODEL, SwAV)
 
 
 def test_codes_use_the_queue_once_it_is_full_and_its_start_epoch_is_reached():
