@@ -1,4 +1,5 @@
-"""Every shipped config parses, and every CIFAR-10 recipe trains through `rotaux fit --config`."""
+"""Every shipped config parses, and every CIFAR-10 recipe trains through `rotaux fit --config`
+with the rotation auxiliary and as the plain baseline."""
 
 from pathlib import Path
 
@@ -19,15 +20,18 @@ def test_config_parses(config, capsys):
     assert "rotation_weight:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("rotation", [True, False], ids=["rotation", "baseline"])
 @pytest.mark.parametrize("config", CIFAR10, ids=lambda path: path.stem)
-def test_cifar10_recipe_trains_with_rotation_on_synthetic_images(config, tmp_path):
+def test_cifar10_recipe_trains_on_synthetic_images(config, rotation, tmp_path):
     main(
         [
             "fit", "--config", str(config), *TINY_RUN,
             "--trainer.log_every_n_steps", "1",
             "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.logger.init_args.name", "recipe",
+            *([] if rotation else ["--model.rotation_weight", "0"]),
         ]
     )  # fmt: skip
     logged = set().union(*read_metrics(tmp_path / "recipe" / "version_0"))
-    assert {"train/rot_loss", "train/ssl_loss", "val/linear_top1"} <= logged
+    assert {"train/ssl_loss", "val/linear_top1"} <= logged
+    assert ("train/rot_loss" in logged) == rotation
