@@ -83,6 +83,24 @@ def test_corrupt_image_file_is_named(tmp_path):
     assert "verify_images none" in str(info.value)
 
 
+@pytest.mark.parametrize("with_val_folder", [False, True])
+def test_skip_leaves_unreadable_images_out_and_counts_them(tmp_path, with_val_folder):
+    _image_folder(tmp_path)
+    if with_val_folder:
+        _image_folder(tmp_path, split="val", per_class=2)
+    bad = tmp_path / "train" / "dog" / "broken.jpg"
+    bad.write_bytes(b"this is not a jpeg" * 10)
+    with pytest.warns(UserWarning, match="1 of .* image files cannot be read") as caught:
+        data = _setup(tmp_path, on_corrupt_image="skip")
+    assert str(bad) in str(caught[0].message)
+    # 8 readable training images (and 4 validation images when val/ exists), none of them bad
+    training = data.eval_train_dataset()
+    held_out = len(data.val_dataloader().dataset)
+    assert len(training) + (0 if with_val_folder else held_out) == 8
+    assert held_out == (4 if with_val_folder else 2)
+    assert all(sample["image"].shape == (3, 32, 32) for sample in training)
+
+
 def test_truncated_jpeg_is_caught_by_full_verification(tmp_path):
     _image_folder(tmp_path)
     cut = tmp_path / "train" / "cat" / "cut.jpg"

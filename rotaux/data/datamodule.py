@@ -105,6 +105,8 @@ class SSLDataModule(LightningDataModule):
         split_seed: seed of that split (and of the synthetic data).
         verify_images: check image-folder files before training: ``full`` decodes all of them,
             ``header`` parses headers only (fast on ImageNet-size folders), ``none`` skips it.
+        on_corrupt_image: what the check does with unreadable images: ``error`` stops with a
+            list of them; ``skip`` warns with that list and leaves them out.
         synthetic_size: number of synthetic training images.
         synthetic_classes: number of synthetic classes.
         seed: seed of the training order and augmentations (each epoch's shuffle and each
@@ -134,6 +136,7 @@ class SSLDataModule(LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         verify_images: Literal["full", "header", "none"] = "full",
+        on_corrupt_image: Literal["error", "skip"] = "error",
         synthetic_size: int = 2048,
         synthetic_classes: int = 10,
         seed: int | None = None,
@@ -170,6 +173,7 @@ class SSLDataModule(LightningDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.verify_images = verify_images
+        self.on_corrupt_image = on_corrupt_image
         self.synthetic_size = synthetic_size
         self.synthetic_classes = synthetic_classes
         self.seed = seed
@@ -206,6 +210,7 @@ class SSLDataModule(LightningDataModule):
             val_fraction=self.val_fraction,
             split_seed=self.split_seed,
             verify_images=self.verify_images,
+            on_corrupt_image=self.on_corrupt_image,
             synthetic_size=self.synthetic_size,
             synthetic_classes=self.synthetic_classes,
             image_size=self.image_size,

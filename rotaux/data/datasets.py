@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tv_datasets
@@ -82,11 +83,12 @@ def load_datasets(
     synthetic_size: int,
     synthetic_classes: int,
     image_size: int,
+    on_corrupt_image: Literal["error", "skip"] = "error",
 ) -> SplitDatasets:
     """Build the train/val datasets for ``name`` (validation = the official test split for the
     torchvision datasets)."""
     if name == "imagefolder":
-        return _image_folder(root, val_fraction, split_seed, verify_images)
+        return _image_folder(root, val_fraction, split_seed, verify_images, on_corrupt_image)
     if name == "synthetic":
         train = SyntheticImages(synthetic_size, synthetic_classes, image_size, seed=split_seed)
         val_size = max(synthetic_classes, round(synthetic_size * val_fraction))
@@ -123,7 +125,11 @@ def _torchvision(name: str, root: str, download: bool) -> SplitDatasets:
 
 
 def _image_folder(
-    root: str, val_fraction: float, split_seed: int, verify: Literal["full", "header", "none"]
+    root: str,
+    val_fraction: float,
+    split_seed: int,
+    verify: Literal["full", "header", "none"],
+    on_corrupt: Literal["error", "skip"],
 ) -> SplitDatasets:
     root_path = Path(root)
     if not root_path.is_dir():
@@ -143,9 +149,13 @@ def _image_folder(
                 f"The class folders of {val_dir} differ from those of {train_dir}: "
                 f"missing in val {missing}, only in val {extra}. Both must hold the same classes."
             )
-        verify_image_files([path for path, _ in train.samples + val.samples], verify)
+        unreadable = verify_image_files(
+            [path for path, _ in train.samples + val.samples], verify, on_corrupt
+        )
+        _leave_out(train, unreadable)
+        _leave_out(val, unreadable)
         return SplitDatasets(train, val, train.classes)
-    verify_image_files([path for path, _ in train.samples], verify)
+    _leave_out(train, verify_image_files([path for path, _ in train.samples], verify, on_corrupt))
     train_indices, val_indices = stratified_split(train.targets, val_fraction, split_seed)
     return SplitDatasets(Subset(train, train_indices), Subset(train, val_indices), train.classes)
 
@@ -194,12 +204,17 @@ def stratified_split(
     return sorted(train_indices), sorted(val_indices)
 
 
-def verify_image_files(paths: list[str], mode: Literal["full", "header", "none"]) -> None:
+def verify_image_files(
+    paths: list[str],
+    mode: Literal["full", "header", "none"],
+    on_corrupt: Literal["error", "skip"] = "error",
+) -> set[str]:
     """Check image files before training: ``full`` decodes every image, ``header`` only parses
-    headers (fast, misses truncated files), ``none`` skips the check. All problems are listed in
-    one error."""
+    headers (fast, misses truncated files), ``none`` skips the check. With ``on_corrupt="error"``
+    all problems are listed in one error; with ``"skip"`` they are listed in a warning and the
+    unreadable paths are returned for the caller to leave out."""
     if mode == "none":
-        return
+        return set()
 
     def problem(path: str) -> str | None:
         try:
@@ -215,13 +230,25 @@ def verify_image_files(paths: list[str], mode: Literal["full", "header", "none"]
     # file reads dominate on network and cold disks, so use more threads than cores
     with ThreadPoolExecutor(max_workers=4 * (os.cpu_count() or 1)) as pool:
         problems = [p for p in pool.map(problem, paths, chunksize=256) if p is not None]
-    if problems:
-        listed = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    if not problems:
+        return set()
+    listed = "\n  ".join(problems[:20])
+    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    summary = f"{len(problems)} of {len(paths)} image files cannot be read:\n  {listed}{more}\n"
+    if on_corrupt == "error":
         raise CorruptImageError(
-            f"{len(problems)} of {len(paths)} image files cannot be read:\n  {listed}{more}\n"
-            "Remove or replace them (or set --data.verify_images none to skip this check)."
+            summary + "Remove or replace them, or leave them out with --data.on_corrupt_image "
+            "skip (--data.verify_images none skips this check)."
         )
+    rank_zero_warn(summary + "They are left out of training and validation.")
+    return {problem.split(": ", 1)[0] for problem in problems}
+
+
+def _leave_out(folder: tv_datasets.ImageFolder, paths: set[str]) -> None:
+    """Remove the samples stored at ``paths`` from an image-folder dataset."""
+    folder.samples = [sample for sample in folder.samples if sample[0] not in paths]
+    folder.imgs = folder.samples
+    folder.targets = [target for _, target in folder.samples]
 
 
 def image_sides(dataset: Dataset, count: int = 16) -> list[int]:
