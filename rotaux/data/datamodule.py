@@ -230,7 +230,7 @@ class SSLDataModule(LightningDataModule):
                 if rotation_kind is None
                 else BatchedViewAugmentation(rotation_kind, self.rotation_crop_size)
             )
-            side = self._native_size(splits.train) or self.val_resize
+            side = self._native_size() or self.val_resize
             self._train = MultiViewDataset(splits.train, [eval_transform(side, side)])
         else:
             views = [view_transform(aug, aug.crop_size or self.image_size) for aug in kinds]
@@ -249,12 +249,12 @@ class SSLDataModule(LightningDataModule):
                 "or use more data."
             )
 
-    def _native_size(self, train: Dataset) -> int | None:
+    def _native_size(self) -> int | None:
         """The images' side where the dataset fixes it (CIFAR, STL-10, synthetic)."""
         return self.image_size if self.dataset == "synthetic" else PRESETS[self.dataset].native_size
 
     def _check_crop_sizes(self, train: Dataset) -> None:
-        native = self._native_size(train)
+        native = self._native_size()
         if native is None:
             sides = image_sides(train)
             native = max(sides) if sides else None
