@@ -1,53 +1,49 @@
-"""Training throughput of BYOL with and without rotation, against the bare backbone's limit.
+"""Training throughput of every method, with and without rotation, against the backbone's limit.
 
-For every precision x channels-last x rotation combination this script trains
-``rotaux.BYOL`` (ResNet-18, CIFAR stem, 32x32 synthetic images) through the real Lightning loop,
-``lightning.Trainer.fit`` with ``rotaux.SSLDataModule``, and reports images per second, next to
-the throughput limit set by the bare backbone measured in the same process on the same device.
+Each row trains one method from its CIFAR-10 recipe (``configs/cifar10/<method>.yaml``: heads,
+crops, optimizer, rotation copies as shipped) through the real Lightning loop, on 32x32 synthetic
+images, and reports images per second next to the limit set by the bare backbone, measured in
+the same process on the same device. Only the backbone width, batch size, precision, memory
+format and data source are set by the script; ``--model.rotation_weight 0`` makes the baseline
+row. By default rotaux's training callbacks run as ``rotaux fit`` runs them (online linear probe,
+divergence guard, training clock); progress bar, logger, checkpoints and validation are off.
 
 What is timed
-    A small callback takes ``time.perf_counter`` stamps (after a CUDA synchronise) at
-    ``on_train_batch_start`` and ``on_train_batch_end``. *Step* time is the span between them:
-    forward, backward, optimizer step and EMA update of the target network. *End-to-end* time is
-    the span from one ``on_train_batch_end`` to the next, so it adds everything else in the loop:
-    loading and augmenting the batch, moving it to the device, normalising it, making the rotated
-    copies (``SSLDataModule.on_after_batch_transfer`` runs before ``on_train_batch_start``) and
-    stepping the learning-rate schedule. The gap between the two columns is the data cost. The
-    first ``--warmup`` steps are discarded; the table shows medians over ``--steps`` steps. An
-    image is one source image of the batch (``--batch-size`` per step), whatever number of
-    views and rotated copies is made from it. Progress bar, logger, checkpointing, validation and
-    the online linear probe are all off.
+    Stamps at ``on_train_batch_start`` and ``on_train_batch_end``: ``time.perf_counter`` on a
+    CPU, CUDA events on a GPU (so the timer itself never makes the host wait for the GPU).
+    *Step* is the span between the two: forward, backward, optimizer step, EMA update and the
+    callbacks' per-step work. *End-to-end* is the span between consecutive
+    ``on_train_batch_end`` stamps, so it adds loading, moving, normalising and augmenting the
+    batch (``SSLDataModule.on_after_batch_transfer``) and the schedule. The first ``--warmup``
+    steps are discarded; the table shows medians over ``--steps`` steps. An image is one source
+    image of the batch, whatever number of views, crops and rotated copies is made from it.
 
 The limit
-    The bare backbone (``rotaux.build_backbone`` with the same width, CIFAR stem, channels-last
-    and autocast as the row) is timed on random images in training mode, where ``fwd+bwd`` is
-    forward plus backward of ``features.sum()`` (no optimizer) and ``fwd`` is a forward under
-    ``torch.no_grad``. BYOL runs the online backbone on each of its 2 views with gradient and
-    the target backbone on each view without gradient, all on batches of ``B = --batch-size``.
-    With rotation on, it also runs the ``c`` rotated copies of one extra crop of the same size
-    (``--rotation-copies``, 4 by default: all four rotations) through the online backbone with
-    gradient, as one batch of ``c * B`` images. So the limit is measured three ways: ``t_fb``
-    (fwd+bwd at batch ``B``), ``t_f`` (fwd at batch ``B``) and ``t_rot`` (fwd+bwd at batch
-    ``c * B``), each as the median time per image. Timing the rotation pass at its own batch
-    matters because larger batches are often cheaper per image. One BYOL image then costs the
-    backbone
+    During the last warm-up step, hooks record every call of a backbone (the online one, and
+    momentum targets or teachers): its input shape and whether it ran with gradient. Each
+    distinct call is then timed on a bare backbone of the same architecture (train mode, same
+    memory format and autocast): forward plus backward of ``features.sum()`` for calls with
+    gradient, a forward under ``torch.no_grad`` for the others. The limit is the batch size
+    divided by the summed time of the recorded calls: the throughput the method would reach if it
+    cost nothing but its backbone passes. *passes* expresses that work in units of one
+    forward+backward pass over a batch of 32x32 images, and ``ratio = step img/s / limit``. The
+    limit leaves out the heads, losses, optimizer, EMA and callbacks, so the ratio says what
+    share of the step is backbone work. With ``--compile`` the backbones of the method are
+    compiled (``CompileBackbones``) and the limit stays the eager backbone's, so the ratio then
+    also shows the gain from compiling.
 
-        passes = 2 + 2 * t_f / t_fb + c * t_rot / t_fb
+Host syncs
+    On a GPU, the measured steps run under ``torch.cuda.set_sync_debug_mode("warn")`` and the
+    table counts the synchronising CUDA calls per step (from ``on_train_batch_start`` to the next
+    step's start), with the source lines that made them.
 
-    forward+backward passes at batch ``B`` (``c = 0`` without rotation), and
+Full CPU run (bf16-mixed, channels-last, ResNet-18 at width 64, batch 256; about 40 minutes on
+2 cores)::
 
-        limit = (backbone fwd+bwd images/s at batch B) / passes
-        ratio = (BYOL step images/s) / limit
+    python benchmarks/throughput.py --steps 3 --warmup 2 --output benchmarks/results/throughput.md
 
-    A ratio of 1 would mean BYOL costs nothing beyond its backbone passes. The limit leaves out
-    the projector, predictor and rotation heads (MLPs with 4096/2048 hidden units), the
-    optimizer step and the EMA update, so the ratio stays below 1 by their share. Small or
-    width-reduced runs on a CPU are noisy (other processes, threads waiting on each other).
-    Their ratios can land above 1, so read only full-size runs on a quiet machine.
-
-Full-size run (ResNet-18 at width 64, batch 256; a few minutes on a GPU, hours on a small CPU)::
-
-    python benchmarks/throughput.py --num-workers 8 --output benchmarks/throughput.md
+The same command runs on a CUDA machine (the device is picked automatically), there with
+``--num-workers 8`` and more steps.
 """
 
 from __future__ import annotations
@@ -59,70 +55,96 @@ import platform
 import statistics
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
 import lightning
 import torch
 from lightning import Callback, LightningModule, Trainer
+from torch import nn
 
 import rotaux
-from rotaux import BYOL, SSLDataModule, build_backbone
+from rotaux import SSLDataModule, SSLMethod, build_backbone
+from rotaux.callbacks import CompileBackbones, DivergenceGuard, OnlineLinearProbe, TrainingClock
+from rotaux.cli import RotauxArgumentParser, RotauxCLI
 
-IMAGE_SIZE = 32
-ONLINE_VIEWS = 2
-TARGET_VIEWS = 2
-ROTATION_WEIGHT = 0.4
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "cifar10"
+METHODS = (
+    "byol",
+    "simclr",
+    "simsiam",
+    "mocov2plus",
+    "barlow_twins",
+    "vicreg",
+    "swav",
+    "dino",
+    "nnclr",
+)
 PRECISIONS = ("32-true", "bf16-mixed")
+IMAGE_SIZE = 32
+SYNC_WARNING = "synchronizing CUDA operation"
 
 
-@dataclass(frozen=True)
-class Limit:
-    """Bare-backbone images per second for one precision and memory format."""
+@dataclass(frozen=True, order=True)
+class BackboneCall:
+    """One call of a backbone in a training step: its input shape and whether it had gradient."""
 
-    forward_backward: float
-    forward: float
-    rotation_forward_backward: float
+    shape: tuple[int, ...]
+    grad: bool
 
-    def passes(self, rotation_copies: int) -> float:
-        """Backbone costs per BYOL image, in forward+backward passes at the training batch."""
-        forward_cost = self.forward_backward / self.forward
-        rotation_cost = self.forward_backward / self.rotation_forward_backward
-        return ONLINE_VIEWS + TARGET_VIEWS * forward_cost + rotation_copies * rotation_cost
+    def describe(self) -> str:
+        batch, _, height, _ = self.shape
+        return f"{batch}@{height}px {'fwd+bwd' if self.grad else 'fwd'}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Row:
     """One line of the result table."""
 
-    precision: str
-    channels_last: bool
-    rotation_copies: int
+    method: str
+    rotation: bool
     step_images_per_s: float
     end_to_end_images_per_s: float
+    backbone_calls: str
     backbone_fwd_bwd_images_per_s: float
-    backbone_fwd_images_per_s: float
-    backbone_rotation_fwd_bwd_images_per_s: float
     passes: float
     limit_images_per_s: float
     ratio: float
+    syncs_per_step: float | None = None
+    sync_sites: dict[str, int] = field(default_factory=dict)
 
 
-class StepTimer(Callback):
-    """Per-step wall-clock stamps at the start and end of every training batch."""
+class BackboneCallRecorder(Callback):
+    """Records the backbone calls made during training batch ``batch_index``.
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+    The hooks stay in place for the whole run and are hidden from ``torch.compile``, so a
+    compiled backbone is neither recompiled when they come and go nor changed by them.
+    """
+
+    def __init__(self, batch_index: int) -> None:
+        self.batch_index = batch_index
+        self.calls: list[BackboneCall] = []
+        self._recording = False
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        record = torch.compiler.disable(self._record)
+        for module in pl_module.modules():
+            if isinstance(module, type(pl_module.backbone)):
+                self._hooks.append(module.register_forward_pre_hook(record))
+
+    def _record(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if self._recording:
+            self.calls.append(BackboneCall(tuple(inputs[0].shape), torch.is_grad_enabled()))
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
     ) -> None:
-        self.starts.append(_now(self.device))
+        self._recording = batch_idx == self.batch_index
 
     def on_train_batch_end(
         self,
@@ -132,25 +154,105 @@ class StepTimer(Callback):
         batch: object,
         batch_idx: int,
     ) -> None:
-        self.ends.append(_now(self.device))
+        self._recording = False
 
-    def medians(self, warmup: int) -> tuple[float, float]:
-        """Median step time and median end-to-end time (end to end of consecutive batches)
-        over the batches after the first ``warmup``."""
-        steps = [end - start for start, end in zip(self.starts, self.ends, strict=True)]
-        loops = [self.ends[i] - self.ends[i - 1] for i in range(warmup, len(self.ends))]
-        return statistics.median(steps[warmup:]), statistics.median(loops)
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+
+class StepTimer(Callback):
+    """Stamps at the start and end of every training batch, without making the host wait."""
+
+    def __init__(self, device: torch.device, warmup: int) -> None:
+        self.device = device
+        self.warmup = warmup
+        self.starts: list[Callable[[], float]] = []
+        self.ends: list[Callable[[], float]] = []
+
+    def _stamp(self) -> Callable[[], float]:
+        """A stamp in milliseconds, read later: CUDA events are only read after the run."""
+        if self.device.type != "cuda":
+            now = time.perf_counter() * 1e3
+            return lambda: now
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        first = self._first_event
+        return lambda: first.elapsed_time(event)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.device.type == "cuda":
+            self._first_event = torch.cuda.Event(enable_timing=True)
+            self._first_event.record()
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        self.starts.append(self._stamp())
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        self.ends.append(self._stamp())
+
+    def medians(self) -> tuple[float, float]:
+        """Median step and end-to-end seconds over the batches after the warm-up."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        starts = [stamp() / 1e3 for stamp in self.starts]
+        ends = [stamp() / 1e3 for stamp in self.ends]
+        steps = [end - start for start, end in zip(starts, ends, strict=True)]
+        loops = [ends[i] - ends[i - 1] for i in range(self.warmup, len(ends))]
+        return statistics.median(steps[self.warmup :]), statistics.median(loops)
+
+
+class SyncCounter(Callback):
+    """Records, from batch ``warmup`` to the end of training, the warnings of CUDA's sync debug
+    mode: one per call that makes the host wait for the GPU."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.log: list[warnings.WarningMessage] = []
+        self._catcher: warnings.catch_warnings | None = None
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        if batch_idx == self.warmup:
+            self._catcher = warnings.catch_warnings(record=True)
+            self.log = self._catcher.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._catcher is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self._catcher.__exit__(None, None, None)
+            self._catcher = None
+
+    def sites(self) -> Counter[str]:
+        return Counter(
+            f"{Path(record.filename).name}:{record.lineno}"
+            for record in self.log
+            if SYNC_WARNING in str(record.message)
+        )
+
+
+def _autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """The autocast context Lightning's ``precision`` plugin puts around ``training_step``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
 def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def _autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """The autocast context Lightning's ``precision`` plugin puts around ``training_step``."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
 def _median_seconds(
@@ -169,67 +271,105 @@ def _median_seconds(
     return [statistics.median(step_times) for step_times in times]
 
 
-def measure_limit(
-    args: argparse.Namespace, device: torch.device, precision: str, channels_last: bool
-) -> Limit:
-    """Images per second of the bare backbone: forward+backward and forward-only at the training
-    batch, and forward+backward at the batch of rotated copies."""
-    net = build_backbone("resnet18", cifar_stem=True, width=args.width).to(device).train()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    images = torch.randn(args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
-    rotation_batch = args.rotation_copies * args.batch_size
-    rotated = torch.randn(rotation_batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+class BackboneLimit:
+    """Seconds per call of a bare backbone, measured once per distinct call and cached."""
 
-    def forward_backward(inputs: torch.Tensor) -> None:
-        with _autocast(device, precision):
-            features = net(inputs)
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args = args
+        self.device = device
+        self.seconds: dict[BackboneCall, float] = {}
+        self.net = build_backbone("resnet18", cifar_stem=True, width=args.width)
+        self.net = self.net.to(device).train()
+        if args.channels_last == "on":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.reference = BackboneCall((args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), grad=True)
+
+    def _run(self, call: BackboneCall, images: torch.Tensor) -> None:
+        if not call.grad:
+            with torch.no_grad(), _autocast(self.device, self.args.precision):
+                self.net(images)
+            return
+        with _autocast(self.device, self.args.precision):
+            features = self.net(images)
         features.float().sum().backward()
-        net.zero_grad(set_to_none=True)
+        self.net.zero_grad(set_to_none=True)
 
-    def forward() -> None:
-        with torch.no_grad(), _autocast(device, precision):
-            net(images)
+    def measure(self, calls: list[BackboneCall]) -> None:
+        new = sorted({*calls, self.reference} - set(self.seconds))
+        if not new:
+            return
+        memory_format = torch.channels_last if self.args.channels_last == "on" else None
+        steps = []
+        for call in new:
+            images = torch.randn(call.shape, device=self.device)
+            if memory_format is not None:
+                images = images.contiguous(memory_format=memory_format)
+            steps.append(partial(self._run, call, images))
+        seconds = _median_seconds(steps, self.device, self.args.warmup, self.args.steps)
+        self.seconds.update(zip(new, seconds, strict=True))
 
-    steps = [partial(forward_backward, images), forward, partial(forward_backward, rotated)]
-    fwd_bwd, fwd, rotation_fwd_bwd = _median_seconds(steps, device, args.warmup, args.steps)
-    return Limit(
-        args.batch_size / fwd_bwd, args.batch_size / fwd, rotation_batch / rotation_fwd_bwd
+    def step_seconds(self, calls: list[BackboneCall]) -> float:
+        return sum(self.seconds[call] for call in calls)
+
+
+def build(
+    method: str, rotation: bool, args: argparse.Namespace
+) -> tuple[SSLMethod, SSLDataModule]:
+    """The method and data of ``configs/cifar10/<method>.yaml``, as ``rotaux fit`` builds them,
+    on synthetic images at the benchmark's size."""
+    total_steps = args.warmup + args.steps
+    options = {
+        "trainer.logger": "false",
+        "trainer.accelerator": "cpu",
+        "model.backbone_width": args.width,
+        "model.channels_last": args.channels_last == "on",
+        "data.dataset": "synthetic",
+        "data.synthetic_size": total_steps * args.batch_size,
+        "data.batch_size": args.batch_size,
+        "data.num_workers": args.num_workers,
+        "data.augment_on": args.augment_on,
+    }
+    if not rotation:
+        options["model.rotation_weight"] = 0
+    argv = ["--config", str(CONFIGS / f"{method}.yaml")]
+    for key, value in options.items():
+        argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    cli = RotauxCLI(
+        SSLMethod,
+        SSLDataModule,
+        subclass_mode_model=True,
+        auto_configure_optimizers=False,
+        parser_class=RotauxArgumentParser,
+        run=False,
+        args=argv,
     )
+    return cli.model, cli.datamodule
 
 
-def measure_byol(
+def measure(
+    method: str,
+    rotation: bool,
     args: argparse.Namespace,
     device: torch.device,
-    precision: str,
-    channels_last: bool,
-    rotation: bool,
-) -> tuple[float, float]:
-    """Step and end-to-end images per second of ``Trainer.fit`` on ``rotaux.BYOL``."""
-    lightning.seed_everything(0, verbose=False)
-    total_steps = args.warmup + args.steps
-    model = BYOL(
-        backbone="resnet18",
-        cifar_stem=True,
-        backbone_width=args.width,
-        channels_last=channels_last,
-        rotation_weight=ROTATION_WEIGHT if rotation else 0.0,
-    )
-    data = SSLDataModule(
-        dataset="synthetic",
-        download=False,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        rotation_copies=args.rotation_copies,
-        synthetic_size=total_steps * args.batch_size,
-    )
-    timer = StepTimer(device)
+    limit: BackboneLimit,
+) -> Row:
+    model, data = build(method, rotation, args)
+    recorder = BackboneCallRecorder(batch_index=args.warmup - 1)
+    timer = StepTimer(device, args.warmup)
+    callbacks: list[Callback] = [recorder, timer]
+    if args.callbacks == "rotaux":
+        callbacks += [OnlineLinearProbe(), DivergenceGuard(), TrainingClock()]
+    if args.compile:
+        callbacks.append(CompileBackbones(enabled=True))
+    counter = SyncCounter(args.warmup) if device.type == "cuda" else None
+    if counter is not None:
+        callbacks.append(counter)
     trainer = Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
-        precision=precision,
+        precision=args.precision,
         max_epochs=1,
-        max_steps=total_steps,
+        max_steps=args.warmup + args.steps,
         benchmark=args.cudnn_benchmark,
         logger=False,
         enable_checkpointing=False,
@@ -237,43 +377,35 @@ def measure_byol(
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        callbacks=[timer],
+        callbacks=callbacks,
     )
     trainer.fit(model, datamodule=data)
-    if len(timer.ends) != total_steps:
-        raise RuntimeError(f"Expected {total_steps} training steps, timed {len(timer.ends)}.")
-    step, end_to_end = timer.medians(args.warmup)
-    return args.batch_size / step, args.batch_size / end_to_end
-
-
-def run(args: argparse.Namespace, device: torch.device) -> list[Row]:
-    rows = []
-    for precision in args.precision:
-        for channels_last in (value == "on" for value in args.channels_last):
-            limit = measure_limit(args, device, precision, channels_last)
-            for rotation in (value == "on" for value in args.rotation):
-                copies = args.rotation_copies if rotation else 0
-                step, end_to_end = measure_byol(args, device, precision, channels_last, rotation)
-                passes = limit.passes(copies)
-                bound = limit.forward_backward / passes
-                rows.append(
-                    Row(
-                        precision=precision,
-                        channels_last=channels_last,
-                        rotation_copies=copies,
-                        step_images_per_s=step,
-                        end_to_end_images_per_s=end_to_end,
-                        backbone_fwd_bwd_images_per_s=limit.forward_backward,
-                        backbone_fwd_images_per_s=limit.forward,
-                        backbone_rotation_fwd_bwd_images_per_s=limit.rotation_forward_backward,
-                        passes=passes,
-                        limit_images_per_s=bound,
-                        ratio=step / bound,
-                    )
-                )
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-    return rows
+    if len(timer.ends) != args.warmup + args.steps:
+        raise RuntimeError(f"Expected {args.warmup + args.steps} steps, timed {len(timer.ends)}.")
+    step, end_to_end = timer.medians()
+    limit.measure(recorder.calls)
+    reference = limit.seconds[limit.reference]
+    backbone_seconds = limit.step_seconds(recorder.calls)
+    limit_images_per_s = args.batch_size / backbone_seconds
+    step_images_per_s = args.batch_size / step
+    row = Row(
+        method=method,
+        rotation=rotation,
+        step_images_per_s=step_images_per_s,
+        end_to_end_images_per_s=args.batch_size / end_to_end,
+        backbone_calls=", ".join(
+            f"{count}x {call.describe()}" for call, count in sorted(Counter(recorder.calls).items())
+        ),
+        backbone_fwd_bwd_images_per_s=args.batch_size / reference,
+        passes=backbone_seconds / reference,
+        limit_images_per_s=limit_images_per_s,
+        ratio=step_images_per_s / limit_images_per_s,
+    )
+    if counter is not None:
+        sites = counter.sites()
+        row.syncs_per_step = sum(sites.values()) / args.steps
+        row.sync_sites = dict(sites.most_common())
+    return row
 
 
 def cpu_model() -> str:
@@ -298,63 +430,77 @@ def environment(device: torch.device) -> dict[str, str]:
     }
     if device.type == "cuda":
         env["cudnn.benchmark"] = str(torch.backends.cudnn.benchmark)
-        env["cudnn.allow_tf32 (fp32 convolutions in TF32)"] = str(torch.backends.cudnn.allow_tf32)
-        env["float32 matmul precision"] = torch.get_float32_matmul_precision()
     return env
 
 
 def markdown(args: argparse.Namespace, env: dict[str, str], rows: list[Row]) -> str:
+    compiled = ", backbones compiled (torch.compile)" if args.compile else ""
+    callbacks = (
+        "rotaux's training callbacks (linear probe, divergence guard, clock)"
+        if args.callbacks == "rotaux"
+        else "no callbacks"
+    )
     lines = [
-        f"# BYOL training throughput (ResNet-18 width {args.width}, CIFAR stem, "
-        f"{IMAGE_SIZE}x{IMAGE_SIZE}, batch {args.batch_size})",
+        f"# Training throughput: ResNet-18 width {args.width}, CIFAR stem, {IMAGE_SIZE}x"
+        f"{IMAGE_SIZE}, batch {args.batch_size}, {args.precision}, channels-last "
+        f"{args.channels_last}{compiled}",
         "",
         *(f"- {key}: {value}" for key, value in env.items()),
-        f"- data: synthetic, {args.num_workers} loader workers; medians over {args.steps} "
-        f"steps after {args.warmup} warm-up steps",
+        f"- recipes: configs/cifar10/<method>.yaml; synthetic data, augmentation on the "
+        f"{args.augment_on}, {args.num_workers} loader workers; {callbacks}",
+        f"- medians over {args.steps} steps after {args.warmup} warm-up steps",
         "",
-        "Images/s count source images (batch size per step). *step*: Lightning "
-        "`on_train_batch_start` -> `on_train_batch_end` (forward, backward, optimizer, EMA); "
-        "*end-to-end*: `on_train_batch_end` -> next `on_train_batch_end` (adds data loading, "
-        "transfer, normalisation, rotated copies). Backbone columns: the bare backbone at the "
-        "training batch B, and fwd+bwd at the batch of c x B rotated copies. *passes* = 2 + 2 x "
-        "(fwd+bwd / fwd img/s) + c x (fwd+bwd / rotation fwd+bwd img/s): the backbone's work "
-        "per image (2 online views, 2 target forwards, c rotated copies, c = 0 without "
-        "rotation) in fwd+bwd passes at batch B. *limit* = fwd+bwd img/s / passes; *ratio* = "
-        "step img/s / limit. The limit ignores the MLP heads, optimizer and EMA.",
+        "Images/s count source images. *step*: `on_train_batch_start` -> `on_train_batch_end`; "
+        "*end-to-end* adds the data path. *backbone calls*: the backbone calls of one step "
+        "(count x batch@side, with or without gradient). *passes*: their time on the bare "
+        f"backbone in units of one fwd+bwd pass at batch {args.batch_size} ({IMAGE_SIZE}px). "
+        "*limit* = batch / that time; *ratio* = step img/s / limit (heads, losses, optimizer, "
+        "EMA and callbacks are outside the limit).",
         "",
-        "| precision | channels_last | rotation | step img/s | end-to-end img/s "
-        "| backbone fwd+bwd img/s | backbone fwd img/s "
-        f"| backbone fwd+bwd img/s at {args.rotation_copies}xB | passes | limit img/s | ratio |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
+    has_syncs = any(row.syncs_per_step is not None for row in rows)
+    header = (
+        "| method | rotation | step img/s | end-to-end img/s | backbone calls | passes "
+        "| limit img/s | ratio |"
+    )
+    rule = "|---|---|--:|--:|---|--:|--:|--:|"
+    if has_syncs:
+        header += " host syncs/step |"
+        rule += "--:|"
+    lines += [header, rule]
     for row in rows:
-        rotation = f"{row.rotation_copies} rotated" if row.rotation_copies else "off"
-        lines.append(
-            f"| {row.precision} | {'on' if row.channels_last else 'off'} | {rotation} "
-            f"| {row.step_images_per_s:.1f} | {row.end_to_end_images_per_s:.1f} "
-            f"| {row.backbone_fwd_bwd_images_per_s:.1f} | {row.backbone_fwd_images_per_s:.1f} "
-            f"| {row.backbone_rotation_fwd_bwd_images_per_s:.1f} "
-            f"| {row.passes:.2f} | {row.limit_images_per_s:.1f} | {row.ratio:.2f} |"
+        line = (
+            f"| {row.method} | {'on' if row.rotation else 'off'} | {row.step_images_per_s:.1f} "
+            f"| {row.end_to_end_images_per_s:.1f} | {row.backbone_calls} | {row.passes:.2f} "
+            f"| {row.limit_images_per_s:.1f} | {row.ratio:.2f} |"
         )
-    if any(row.backbone_fwd_images_per_s <= row.backbone_fwd_bwd_images_per_s for row in rows):
-        lines += [
-            "",
-            "**Unreliable run:** the backbone's forward alone measured no faster than forward "
-            "plus backward, so other work on the machine disturbed the timings.",
-        ]
+        if has_syncs:
+            line += f" {row.syncs_per_step:.1f} |"
+        lines.append(line)
+    sites = Counter()
+    for row in rows:
+        sites.update(row.sync_sites)
+    if sites:
+        lines += ["", "Synchronising CUDA calls over all measured steps, by source line:", ""]
+        lines += [f"- {site}: {count}" for site, count in sites.most_common()]
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=20, help="measured steps per row")
-    parser.add_argument("--warmup", type=int, default=5, help="discarded steps per row (>= 1)")
-    parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = full)")
-    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
-    parser.add_argument("--channels-last", nargs="+", choices=("on", "off"), default=["on", "off"])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--rotation", nargs="+", choices=("on", "off"), default=["off", "on"])
-    parser.add_argument("--rotation-copies", type=int, choices=(1, 4), default=4)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10, help="measured steps per row")
+    parser.add_argument("--warmup", type=int, default=3, help="discarded steps per row (>= 1)")
+    parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = full)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="bf16-mixed")
+    parser.add_argument("--channels-last", choices=("on", "off"), default="on")
+    parser.add_argument("--augment-on", choices=("loader", "device"), default="device")
+    parser.add_argument("--callbacks", choices=("rotaux", "none"), default="rotaux")
+    parser.add_argument(
+        "--compile", action="store_true", help="compile the backbones (CompileBackbones)"
+    )
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     parser.add_argument(
@@ -363,8 +509,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cudnn-benchmark",
         action="store_true",
-        help="let cuDNN pick convolution algorithms (Trainer(benchmark=True)); off by default "
-        "as in `rotaux fit`",
+        help="let cuDNN pick convolution algorithms (Trainer(benchmark=True))",
     )
     parser.add_argument(
         "--output", type=Path, help="also write the table here (JSON if the name ends in .json)"
@@ -386,11 +531,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
     env = environment(device)
     print(", ".join(f"{key}: {value}" for key, value in env.items()), flush=True)
     started = time.perf_counter()
-    rows = run(args, device)
+    limit = BackboneLimit(args, device)
+    rows = []
+    for method in args.methods:
+        for rotation in (value == "on" for value in args.rotation):
+            rows.append(measure(method, rotation, args, device, limit))
+            row = rows[-1]
+            print(
+                f"{method} rotation {'on' if rotation else 'off'}: step "
+                f"{row.step_images_per_s:.1f} img/s, ratio {row.ratio:.2f}",
+                flush=True,
+            )
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     table = markdown(args, env, rows)
     print(table)
     print(f"Benchmark time: {time.perf_counter() - started:.0f} s")

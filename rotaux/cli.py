@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import rotaux.methods  # noqa: F401 - registers the methods for `--model <Name>`
 from rotaux import export
-from rotaux.callbacks import DivergenceGuard, OnlineLinearProbe, TrainingClock
+from rotaux.callbacks import CompileBackbones, DivergenceGuard, OnlineLinearProbe, TrainingClock
 from rotaux.checkpointing import PreemptionCheckpoint, find_resume_checkpoint
 from rotaux.data import SSLDataModule
 from rotaux.errors import RotauxError
@@ -73,6 +73,7 @@ class RotauxCLI(LightningCLI):
         parser.add_lightning_class_args(OnlineLinearProbe, "linear_probe")
         parser.add_lightning_class_args(TrainingClock, "clock")
         parser.add_lightning_class_args(DivergenceGuard, "divergence")
+        parser.add_lightning_class_args(CompileBackbones, "compile")
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # Lightning 2.6 rewrites ModelCheckpoint(save_last=True)'s last.ckpt only when that

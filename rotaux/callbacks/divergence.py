@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 
 from rotaux.checkpointing import checkpoint_folder
+from rotaux.distributed import all_reduce_sum
 from rotaux.errors import RotauxError
 
 
@@ -40,8 +41,9 @@ class DivergenceGuard(Callback):
 
     Under fp16 mixed precision the gradient scaler already skips steps with overflowing gradients
     (and lowers its scale), so only the loss is checked there. The check costs one device-to-host
-    synchronisation per optimizer step (and, under DDP, one small all-reduce so that every rank
-    takes the same decision), and the copy of the buffers one concatenation per dtype.
+    read of a single number per optimizer step, after the backward pass (under DDP after one
+    small all-reduce, so that every rank takes the same decision), and the copy of the buffers
+    one concatenation per dtype.
 
     Args:
         on_nonfinite: ``stop`` or ``skip`` (see above).
@@ -82,12 +84,19 @@ class DivergenceGuard(Callback):
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
     ) -> None:
-        loss_finite = bool(self._loss_finite) if self._loss_finite is not None else True
+        loss_finite = self._loss_finite
         self._loss_finite = None
-        gradients_finite = _uses_grad_scaler(trainer) or _gradients_finite(optimizer)
-        if trainer.strategy.reduce_boolean_decision(loss_finite and gradients_finite, all=True):
+        finite = torch.ones((), dtype=torch.bool, device=pl_module.device)
+        if loss_finite is not None:
+            finite = finite & loss_finite
+        if not _uses_grad_scaler(trainer):
+            finite = finite & _gradients_finite(optimizer)
+        # the one device-to-host read of the step; every rank reads the same verdict
+        failed_ranks = all_reduce_sum((~finite).float().reshape(1))
+        if not failed_ranks.item():
             self.consecutive_skips = 0
             return
+        loss_finite = True if loss_finite is None else bool(loss_finite)
         where = (
             f"global step {trainer.global_step} (epoch {trainer.current_epoch}, "
             f"batch {self._batch_idx})"
@@ -147,7 +156,8 @@ def _uses_grad_scaler(trainer: Trainer) -> bool:
     return getattr(trainer.precision_plugin, "scaler", None) is not None
 
 
-def _gradients_finite(optimizer: Optimizer) -> bool:
+def _gradients_finite(optimizer: Optimizer) -> torch.Tensor:
+    """A boolean tensor, on the gradients' device: are all gradients finite?"""
     params = [
         param
         for group in optimizer.param_groups
@@ -155,11 +165,10 @@ def _gradients_finite(optimizer: Optimizer) -> bool:
         if param.grad is not None
     ]
     if not params:
-        return True
+        return torch.tensor(True)
     # the total norm with torch's fused kernels; an infinite max_norm leaves the gradients as
     # they are, and the norm is finite exactly when every gradient is
-    total = torch.nn.utils.clip_grad_norm_(params, max_norm=math.inf)
-    return bool(torch.isfinite(total))
+    return torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm=math.inf))
 
 
 def _describe(trainer: Trainer, loss_finite: bool) -> str:

@@ -88,16 +88,18 @@ class OnlineLinearProbe(Callback):
         if trainer.world_size > 1:
             features = pl_module.all_gather(features).flatten(0, 1)
             labels = pl_module.all_gather(labels).flatten(0, 1)
-        # a step that the divergence guard skips may still hand over non-finite features
-        labeled = (labels >= 0) & features.isfinite().all(dim=1)
-        if labeled.sum() < 2:
-            # BatchNorm cannot train on fewer than two samples (an empty batch would make its
-            # statistics NaN); batches of STL-10's unlabeled images can hold that few labels
-            return
+        # Samples without a label (STL-10's unlabeled images) or with non-finite features (a step
+        # that the divergence guard skips) are masked out by weight rather than indexed away, so
+        # the training step never waits for the device to count them.
+        finite = features.isfinite().all(dim=1)
+        weights = ((labels >= 0) & finite).float()
+        features = torch.where(finite[:, None], features, 0.0)
         self.classifier.train()
         with torch.autocast(device_type=features.device.type, enabled=False):
-            logits = self.classifier(features[labeled])
-            loss = F.cross_entropy(logits, labels[labeled])
+            standardised = _masked_batch_norm(self.classifier[0], features, weights)
+            logits = self.classifier[1](standardised)
+            per_sample = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+            loss = (per_sample * weights).sum() / weights.sum().clamp(min=1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -148,3 +150,30 @@ class OnlineLinearProbe(Callback):
         self.classifier.load_state_dict(state_dict["classifier"])
         self.optimizer.load_state_dict(state_dict["optimizer"])
         self._pending_state = None
+
+
+def _masked_batch_norm(
+    norm: nn.BatchNorm1d, features: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Training-mode ``norm(features)`` with the batch statistics of the samples of weight 1 only.
+
+    Batches with fewer than two such samples leave the running statistics alone (two samples are
+    the fewest that have a variance) and are standardised with them instead.
+    """
+    count = weights.sum()
+    enough = count >= 2
+    share = weights / count.clamp(min=1)
+    mean = share @ features
+    variance = share @ (features - mean).square()
+    unbiased = variance * count / (count - 1).clamp(min=1)
+    with torch.no_grad():
+        momentum = norm.momentum
+        norm.running_mean.copy_(
+            torch.where(enough, norm.running_mean.lerp(mean, momentum), norm.running_mean)
+        )
+        norm.running_var.copy_(
+            torch.where(enough, norm.running_var.lerp(unbiased, momentum), norm.running_var)
+        )
+    mean = torch.where(enough, mean, norm.running_mean)
+    variance = torch.where(enough, variance, norm.running_var)
+    return (features - mean) * torch.rsqrt(variance + norm.eps)

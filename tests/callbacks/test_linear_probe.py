@@ -108,16 +108,53 @@ def test_probe_skips_unlabeled_samples():
 
 @pytest.mark.parametrize("labeled", [0, 1])
 def test_probe_survives_batches_with_almost_no_labels(labeled):
-    # a batch of STL-10's train+unlabeled images can hold fewer than two labeled samples
+    # a batch of STL-10's train+unlabeled images can hold fewer than two labeled samples: too few
+    # for batch statistics, so the running ones stay and standardise the batch
     module = _module()
     probe = _probe(module)
-    before = copy.deepcopy(probe.state_dict())
+    norm = probe.classifier[0]
+    norm.running_mean.fill_(3.0)
+    norm.running_var.fill_(4.0)
+    before = copy.deepcopy(probe.classifier.state_dict())
     labels = torch.full((16,), -1)
     labels[:labeled] = 2
     features = torch.randn(16, module.num_features)
     probe.on_train_batch_end(_trainer(), module, {"features": features}, {"label": labels}, 0)
+    after = probe.classifier.state_dict()
+    assert torch.equal(after["0.running_mean"], before["0.running_mean"])
+    assert torch.equal(after["0.running_var"], before["0.running_var"])
+    weight_changed = not torch.equal(after["1.weight"], before["1.weight"])
+    assert weight_changed == bool(labeled)
+    assert torch.isfinite(after["1.weight"]).all()
+    if labeled:
+        # the one labeled sample's gradient, with features standardised by the running stats
+        reference = copy.deepcopy(before)
+        linear = torch.nn.Linear(module.num_features, NUM_CLASSES)
+        linear.load_state_dict({"weight": reference["1.weight"], "bias": reference["1.bias"]})
+        loss = torch.nn.functional.cross_entropy(
+            linear((features[:1] - 3.0) / torch.sqrt(torch.tensor(4.0) + norm.eps)),
+            labels[:1],
+        )
+        loss.backward()
+        expected = reference["1.weight"] - probe.lr * linear.weight.grad
+        torch.testing.assert_close(after["1.weight"], expected)
+
+
+def test_probe_ignores_non_finite_features():
+    # the features of a step that the divergence guard skips can be NaN; they must not reach the
+    # probe's weights or statistics
+    module = _module()
+    generator = torch.Generator().manual_seed(1)
+    features, labels = _separable(16, module.num_features, generator)
+    reference = _probe(module)
+    reference.on_train_batch_end(
+        _trainer(), module, {"features": features[:12]}, {"label": labels[:12]}, 0
+    )
+    probe = _probe(module)
+    features[12:, 3] = float("nan")
+    probe.on_train_batch_end(_trainer(), module, {"features": features}, {"label": labels}, 0)
     for name, value in probe.classifier.state_dict().items():
-        assert torch.equal(value, before["classifier"][name]), name
+        torch.testing.assert_close(value, reference.classifier.state_dict()[name])
     assert torch.isfinite(probe.classifier[1].weight).all()
 
 
