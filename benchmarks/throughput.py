@@ -312,9 +312,7 @@ class BackboneLimit:
         return sum(self.seconds[call] for call in calls)
 
 
-def build(
-    method: str, rotation: bool, args: argparse.Namespace
-) -> tuple[SSLMethod, SSLDataModule]:
+def build(method: str, rotation: bool, args: argparse.Namespace) -> tuple[SSLMethod, SSLDataModule]:
     """The method and data of ``configs/cifar10/<method>.yaml``, as ``rotaux fit`` builds them,
     on synthetic images at the benchmark's size."""
     total_steps = args.warmup + args.steps

@@ -7,4 +7,10 @@ from rotaux.callbacks.divergence import DivergenceGuard
 from rotaux.callbacks.knn import KNNMonitor
 from rotaux.callbacks.linear_probe import OnlineLinearProbe
 
-__all__ = ["CompileBackbones", "DivergenceGuard", "KNNMonitor", "OnlineLinearProbe", "TrainingClock"]
+__all__ = [
+    "CompileBackbones",
+    "DivergenceGuard",
+    "KNNMonitor",
+    "OnlineLinearProbe",
+    "TrainingClock",
+]
