@@ -11,10 +11,12 @@ divergence guard, training clock); progress bar, logger, checkpoints and validat
 What is timed
     Stamps at ``on_train_batch_start`` and ``on_train_batch_end``: ``time.perf_counter`` on a
     CPU, CUDA events on a GPU (so the timer itself never makes the host wait for the GPU).
-    *Step* is the span between the two: forward, backward, optimizer step, EMA update and the
-    callbacks' per-step work. *End-to-end* is the span between consecutive
-    ``on_train_batch_end`` stamps, so it adds loading, moving, normalising and augmenting the
-    batch (``SSLDataModule.on_after_batch_transfer``) and the schedule. The first ``--warmup``
+    *Step* is the span between the two: forward, backward, the divergence guard's checks,
+    optimizer step and EMA update. The timer's ``on_train_batch_end`` runs before those of the
+    other callbacks, so the online probe's update after each batch falls outside *step*.
+    *End-to-end* is the span between consecutive ``on_train_batch_end`` stamps, so it adds the
+    probe's update, loading, moving, normalising and augmenting the batch
+    (``SSLDataModule.on_after_batch_transfer``) and the schedule. The first ``--warmup``
     steps are discarded; the table shows medians over ``--steps`` steps. An image is one source
     image of the batch, whatever number of views, crops and rotated copies is made from it.
 
@@ -32,15 +34,21 @@ The limit
     compiled (``CompileBackbones``) and the limit stays the eager backbone's, so the ratio then
     also shows the gain from compiling.
 
-Host syncs
-    On a GPU, the measured steps run under ``torch.cuda.set_sync_debug_mode("warn")`` and the
-    table counts the synchronising CUDA calls per step (from ``on_train_batch_start`` to the next
-    step's start), with the source lines that made them.
+    Only the first epoch is measured: methods whose recipes switch parts on later run without
+    them (SwAV's queue from epoch 50 and its prototypes, frozen for 2 epochs; DINO's last layer,
+    frozen for its first epoch).
 
-Full CPU run (bf16-mixed, channels-last, ResNet-18 at width 64, batch 256; about 40 minutes on
+Host syncs
+    On a GPU, the measured steps run under ``torch.cuda.set_sync_debug_mode("warn")`` (from the
+    first measured step's start to the last one's end, data loading between steps included) and
+    the table gives the calls that made the host wait for the GPU per step, with their source
+    lines.
+
+Full CPU run (bf16-mixed, channels-last, ResNet-18 at width 64, batch 256; about 25 minutes on
 2 cores)::
 
-    python benchmarks/throughput.py --steps 3 --warmup 2 --output benchmarks/results/throughput.md
+    python benchmarks/throughput.py --steps 4 --warmup 2 \\
+        --output benchmarks/results/throughput_cpu.md
 
 The same command runs on a CUDA machine (the device is picked automatically), there with
 ``--num-workers 8`` and more steps.
@@ -121,8 +129,9 @@ class Row:
 class BackboneCallRecorder(Callback):
     """Records the backbone calls made during training batch ``batch_index``.
 
-    The hooks stay in place for the whole run and are hidden from ``torch.compile``, so a
-    compiled backbone is neither recompiled when they come and go nor changed by them.
+    The hooks stay in place for the whole run and are hidden from ``torch.compile``
+    (``torch.compiler.disable``), so a compiled backbone is not recompiled when recording starts
+    and stops; the compiler breaks its graph at the hook, before the backbone's forward.
     """
 
     def __init__(self, batch_index: int) -> None:
@@ -207,31 +216,44 @@ class StepTimer(Callback):
             torch.cuda.synchronize(self.device)
         starts = [stamp() / 1e3 for stamp in self.starts]
         ends = [stamp() / 1e3 for stamp in self.ends]
+        # no CUDA event may outlive the row: a data loader worker forked for the next row would
+        # inherit it and fail when it frees it
+        self.starts.clear()
+        self.ends.clear()
+        self._first_event = None
         steps = [end - start for start, end in zip(starts, ends, strict=True)]
         loops = [ends[i] - ends[i - 1] for i in range(self.warmup, len(ends))]
         return statistics.median(steps[self.warmup :]), statistics.median(loops)
 
 
 class SyncCounter(Callback):
-    """Records, from batch ``warmup`` to the end of training, the warnings of CUDA's sync debug
-    mode: one per call that makes the host wait for the GPU."""
+    """Records the warnings of CUDA's sync debug mode (one or more per call that makes the host
+    wait for the GPU) from the start of batch ``first`` to the end of batch ``last``."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
+    def __init__(self, first: int, last: int) -> None:
+        self.first = first
+        self.last = last
         self.log: list[warnings.WarningMessage] = []
         self._catcher: warnings.catch_warnings | None = None
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
     ) -> None:
-        if batch_idx == self.warmup:
+        if batch_idx == self.first:
             self._catcher = warnings.catch_warnings(record=True)
             self.log = self._catcher.__enter__()
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._catcher is not None:
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        if batch_idx == self.last and self._catcher is not None:
             torch.cuda.set_sync_debug_mode("default")
             self._catcher.__exit__(None, None, None)
             self._catcher = None
@@ -242,6 +264,17 @@ class SyncCounter(Callback):
             for record in self.log
             if SYNC_WARNING in str(record.message)
         )
+
+
+def warnings_per_sync(device: torch.device) -> int:
+    """How many sync-debug warnings one ``.item()`` on the GPU raises."""
+    value = torch.ones(1, device=device)
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        value.item()
+        torch.cuda.set_sync_debug_mode("default")
+    return max(1, sum(SYNC_WARNING in str(record.message) for record in log))
 
 
 def _autocast(device: torch.device, precision: str) -> AbstractContextManager:
@@ -355,11 +388,14 @@ def measure(
     recorder = BackboneCallRecorder(batch_index=args.warmup - 1)
     timer = StepTimer(device, args.warmup)
     callbacks: list[Callback] = [recorder, timer]
+    if args.callbacks != "none":
+        callbacks += [OnlineLinearProbe(), TrainingClock()]
     if args.callbacks == "rotaux":
-        callbacks += [OnlineLinearProbe(), DivergenceGuard(), TrainingClock()]
+        callbacks.append(DivergenceGuard())
     if args.compile:
         callbacks.append(CompileBackbones(enabled=True))
-    counter = SyncCounter(args.warmup) if device.type == "cuda" else None
+    last_batch = args.warmup + args.steps - 1
+    counter = SyncCounter(args.warmup, last_batch) if device.type == "cuda" else None
     if counter is not None:
         callbacks.append(counter)
     trainer = Trainer(
@@ -401,7 +437,7 @@ def measure(
     )
     if counter is not None:
         sites = counter.sites()
-        row.syncs_per_step = sum(sites.values()) / args.steps
+        row.syncs_per_step = sum(sites.values()) / args.steps / warnings_per_sync(device)
         row.sync_sites = dict(sites.most_common())
     return row
 
@@ -433,11 +469,11 @@ def environment(device: torch.device) -> dict[str, str]:
 
 def markdown(args: argparse.Namespace, env: dict[str, str], rows: list[Row]) -> str:
     compiled = ", backbones compiled (torch.compile)" if args.compile else ""
-    callbacks = (
-        "rotaux's training callbacks (linear probe, divergence guard, clock)"
-        if args.callbacks == "rotaux"
-        else "no callbacks"
-    )
+    callbacks = {
+        "rotaux": "rotaux's training callbacks (linear probe, divergence guard, clock)",
+        "no-guard": "linear probe and clock (no divergence guard)",
+        "none": "no callbacks",
+    }[args.callbacks]
     lines = [
         f"# Training throughput: ResNet-18 width {args.width}, CIFAR stem, {IMAGE_SIZE}x"
         f"{IMAGE_SIZE}, batch {args.batch_size}, {args.precision}, channels-last "
@@ -479,7 +515,13 @@ def markdown(args: argparse.Namespace, env: dict[str, str], rows: list[Row]) -> 
     for row in rows:
         sites.update(row.sync_sites)
     if sites:
-        lines += ["", "Synchronising CUDA calls over all measured steps, by source line:", ""]
+        lines += [
+            "",
+            "Sync-debug warnings over all measured steps, by source line (host syncs/step "
+            f"divides their count by the {warnings_per_sync(torch.device('cuda'))} warning(s) "
+            "that one `.item()` raises):",
+            "",
+        ]
         lines += [f"- {site}: {count}" for site, count in sites.most_common()]
     return "\n".join(lines) + "\n"
 
@@ -495,7 +537,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16-mixed")
     parser.add_argument("--channels-last", choices=("on", "off"), default="on")
     parser.add_argument("--augment-on", choices=("loader", "device"), default="device")
-    parser.add_argument("--callbacks", choices=("rotaux", "none"), default="rotaux")
+    parser.add_argument(
+        "--callbacks",
+        choices=("rotaux", "no-guard", "none"),
+        default="rotaux",
+        help="rotaux: linear probe, divergence guard and clock, as `rotaux fit` runs them; "
+        "no-guard: without the divergence guard; none: no callbacks",
+    )
     parser.add_argument(
         "--compile", action="store_true", help="compile the backbones (CompileBackbones)"
     )

@@ -43,18 +43,25 @@ class DivergenceGuard(Callback):
     (and lowers its scale), so only the loss is checked there. The check costs one device-to-host
     read of a single number per optimizer step, after the backward pass (under DDP after one
     small all-reduce, so that every rank takes the same decision), and the copy of the buffers
-    one concatenation per dtype.
+    one concatenation per dtype. That read is the only time rotaux makes a training step wait
+    for the GPU (Lightning reads the logged values every ``log_every_n_steps``);
+    ``enabled=False`` removes it, and a non-finite step then reaches the weights unnoticed.
 
     Args:
         on_nonfinite: ``stop`` or ``skip`` (see above).
         max_consecutive_skips: skipped steps in a row after which ``skip`` stops the run.
+        enabled: check every step (on by default).
     """
 
     def __init__(
-        self, on_nonfinite: Literal["stop", "skip"] = "stop", max_consecutive_skips: int = 10
+        self,
+        on_nonfinite: Literal["stop", "skip"] = "stop",
+        max_consecutive_skips: int = 10,
+        enabled: bool = True,
     ) -> None:
         if on_nonfinite not in ("stop", "skip"):
             raise RotauxError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}.")
+        self.enabled = enabled
         self.on_nonfinite = on_nonfinite
         self.max_consecutive_skips = max_consecutive_skips
         self.skipped_steps = 0
@@ -66,6 +73,8 @@ class DivergenceGuard(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if not self.enabled:
+            return
         self._batch_idx = batch_idx
         # once per optimizer step: before the first of the batches that accumulate into it
         if self._loss_finite is None:
@@ -77,6 +86,8 @@ class DivergenceGuard(Callback):
     def on_before_backward(
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
     ) -> None:
+        if not self.enabled:
+            return
         # with gradient accumulation several backward passes feed one optimizer step
         finite = torch.isfinite(loss.detach()).all()
         self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
@@ -84,6 +95,8 @@ class DivergenceGuard(Callback):
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
     ) -> None:
+        if not self.enabled:
+            return
         loss_finite = self._loss_finite
         self._loss_finite = None
         finite = torch.ones((), dtype=torch.bool, device=pl_module.device)
@@ -157,7 +170,8 @@ def _uses_grad_scaler(trainer: Trainer) -> bool:
 
 
 def _gradients_finite(optimizer: Optimizer) -> torch.Tensor:
-    """A boolean tensor, on the gradients' device: are all gradients finite?"""
+    """A boolean tensor on the gradients' device (a CPU one when there are no gradients): are
+    all gradients finite?"""
     params = [
         param
         for group in optimizer.param_groups

@@ -20,11 +20,14 @@ class OnlineLinearProbe(Callback):
     gradient into the backbone. Validation features come from the backbone in eval mode
     (Lightning's validation loop), so BatchNorm statistics are not touched. Under DDP the probe
     trains on the features gathered from all ranks, so every rank takes the same step from the
-    same (seeded) initialisation and the probes stay identical. Labels below 0 (STL-10's
-    unlabeled images) are skipped. A BatchNorm without parameters standardises the features
-    before the linear layer (the linear probe of He et al., MAE, 2022), so one learning rate
-    suits every backbone width and every stage of training. Probe weights and optimizer state
-    are saved in checkpoints.
+    same (seeded) initialisation and the probes stay identical. Samples with a label below 0
+    (STL-10's unlabeled images) and samples with non-finite features are left out by weight, not
+    by indexing, so the probe never makes the training step wait for the GPU; a batch with fewer
+    than two labeled samples is standardised with the running statistics, and one with none
+    gives a zero gradient (SGD's momentum still carries the earlier steps). A BatchNorm without
+    parameters standardises the features before the linear layer (the linear probe of He et al.,
+    MAE, 2022), so one learning rate suits every backbone width and every stage of training.
+    Probe weights and optimizer state are saved in checkpoints.
 
     Online numbers track training progress; they are not the offline linear-evaluation protocol.
 
@@ -91,9 +94,8 @@ class OnlineLinearProbe(Callback):
         # Samples without a label (STL-10's unlabeled images) or with non-finite features (a step
         # that the divergence guard skips) are masked out by weight rather than indexed away, so
         # the training step never waits for the device to count them.
-        finite = features.isfinite().all(dim=1)
-        weights = ((labels >= 0) & finite).float()
-        features = torch.where(finite[:, None], features, 0.0)
+        weights = ((labels >= 0) & features.isfinite().all(dim=1)).float()
+        features = torch.where(weights[:, None] > 0, features, 0.0)
         self.classifier.train()
         with torch.autocast(device_type=features.device.type, enabled=False):
             standardised = _masked_batch_norm(self.classifier[0], features, weights)

@@ -29,7 +29,9 @@ def nt_xent_loss(z_1: torch.Tensor, z_2: torch.Tensor, temperature: float = 0.2)
         count = len(local)
         anchors = torch.arange(count, device=local.device)
         offset = rank() * count
-        is_self = torch.zeros_like(logits, dtype=torch.bool)
-        is_self[anchors, offset + anchors] = True
+        # a comparison, not an indexed write: writing a Python bool copies it to the device
+        # and makes the host wait
+        columns = torch.arange(len(candidates), device=local.device)
+        is_self = columns == (offset + anchors)[:, None]
         positives = offset + (anchors + len(z_1)) % count
         return F.cross_entropy(logits.masked_fill(is_self, float("-inf")), positives)

@@ -120,8 +120,11 @@ class DINO(RotationAuxMixin, MomentumMethod):
         student = list(self.head(features).chunk(len(views)))
         temperature = self.current_teacher_temperature()
         loss = self.dino_loss(student, self.teacher(views[: self.num_large_crops]), temperature)
-        self.log("train/teacher_temperature", temperature)
         return self.step_output(loss, batch, features[: len(views[0])])
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.log("train/teacher_temperature", self.current_teacher_temperature())
 
     def on_after_backward(self) -> None:
         super().on_after_backward()

@@ -57,4 +57,9 @@ class MomentumMethod(SSLMethod):
         super().optimizer_step(*args, **kwargs)
         for online, target in self._momentum_pairs:
             ema_update_(target, online, momentum)
-        self.log("train/ema_momentum", momentum)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        # once an epoch (the momentum of the next step): a Python number logged every step
+        # costs a host-to-device copy that makes the host wait for the GPU
+        self.log("train/ema_momentum", self.current_momentum())

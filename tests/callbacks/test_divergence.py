@@ -120,3 +120,10 @@ def test_skip_stops_after_too_many_bad_steps_in_a_row(tmp_path):
     with pytest.warns(UserWarning), pytest.raises(NonFiniteLossError, match="global step 3"):
         fit(tmp_path, guard, nan_steps={1, 2, 3})
     assert guard.skipped_steps == 2
+
+
+def test_disabled_guard_lets_the_nonfinite_step_through(tmp_path):
+    # the opt-out for the last host sync of a step: nothing is checked, so NaN reaches the weights
+    model, _ = fit(tmp_path, DivergenceGuard(enabled=False), nan_steps={2})
+    assert model.global_step == 6
+    assert not all(torch.isfinite(value).all() for value in model.state_dict().values())

@@ -213,3 +213,29 @@ def test_probe_logs_accuracy_and_is_saved_in_checkpoints(tmp_path):
     (state,) = [v for k, v in checkpoint["callbacks"].items() if "OnlineLinearProbe" in k]
     assert state["classifier"]["1.weight"].shape == (10, 64)
     assert state["optimizer"]["state"]
+
+
+def test_masked_step_equals_plain_batchnorm_and_linear_on_the_labeled_samples():
+    # the probe masks unlabeled samples instead of indexing them away; the result must be what
+    # torch's own BatchNorm1d + Linear + SGD give on the labeled samples alone
+    module = _module()
+    probe = _probe(module, momentum=0.0)
+    reference = copy.deepcopy(probe.classifier)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=probe.lr, momentum=0.0)
+    generator = torch.Generator().manual_seed(2)
+    for step in range(3):
+        features, labels = _separable(16, module.num_features, generator)
+        labels[step::3] = -1
+        probe.on_train_batch_end(
+            _trainer(), module, {"features": features}, {"label": labels}, step
+        )
+        labeled = labels >= 0
+        reference.train()
+        loss = torch.nn.functional.cross_entropy(reference(features[labeled]), labels[labeled])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for name, value in reference.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        torch.testing.assert_close(probe.classifier.state_dict()[name], value, msg=name)
