@@ -27,11 +27,16 @@ import time
 
 import torch
 from lightning import Callback, LightningModule, Trainer
-from throughput import METHODS, PRECISIONS, build, environment
+from throughput import (
+    METHODS,
+    PRECISIONS,
+    build,
+    environment,
+    make_trainer,
+    training_callbacks,
+)
 from torch.optim import Optimizer
 from torch.profiler import ProfilerActivity, profile
-
-from rotaux.callbacks import DivergenceGuard, OnlineLinearProbe, TrainingClock
 
 PHASES = ("forward + losses", "backward", "optimizer + EMA", "rest of the loop")
 
@@ -129,29 +134,19 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--rows", type=int, default=15, help="operators to list")
+    parser.add_argument(
+        "--cudnn-benchmark", action="store_true", help="as in throughput.py (Trainer(benchmark))"
+    )
     args = parser.parse_args()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    # one extra step so that the last profiled step has a "rest of the loop"
-    args.steps += 1
-    model, data = build(args.method, args.rotation == "on", args)
-    args.steps -= 1
+    # one step past the profiled ones, so that the last of them has a "rest of the loop"
+    total_steps = args.warmup + args.steps + 1
+    model, data = build(args.method, args.rotation == "on", args, total_steps)
     timer = PhaseTimer(device, args.warmup, args.steps)
-    trainer = Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        precision=args.precision,
-        max_steps=args.warmup + args.steps + 1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[timer, OnlineLinearProbe(), TrainingClock(), DivergenceGuard()],
-    )
+    trainer = make_trainer(args, device, total_steps, [timer, *training_callbacks("rotaux")])
     trainer.fit(model, datamodule=data)
     env = environment(device)
     phases = timer.phase_seconds()

@@ -345,10 +345,11 @@ class BackboneLimit:
         return sum(self.seconds[call] for call in calls)
 
 
-def build(method: str, rotation: bool, args: argparse.Namespace) -> tuple[SSLMethod, SSLDataModule]:
+def build(
+    method: str, rotation: bool, args: argparse.Namespace, total_steps: int
+) -> tuple[SSLMethod, SSLDataModule]:
     """The method and data of ``configs/cifar10/<method>.yaml``, as ``rotaux fit`` builds them,
-    on synthetic images at the benchmark's size."""
-    total_steps = args.warmup + args.steps
+    on synthetic images at the benchmark's size: one epoch of ``total_steps`` batches."""
     options = {
         "trainer.logger": "false",
         "trainer.accelerator": "cpu",
@@ -377,33 +378,28 @@ def build(method: str, rotation: bool, args: argparse.Namespace) -> tuple[SSLMet
     return cli.model, cli.datamodule
 
 
-def measure(
-    method: str,
-    rotation: bool,
-    args: argparse.Namespace,
-    device: torch.device,
-    limit: BackboneLimit,
-) -> Row:
-    model, data = build(method, rotation, args)
-    recorder = BackboneCallRecorder(batch_index=args.warmup - 1)
-    timer = StepTimer(device, args.warmup)
-    callbacks: list[Callback] = [recorder, timer]
-    if args.callbacks != "none":
+def training_callbacks(kind: str) -> list[Callback]:
+    """rotaux's training callbacks as ``rotaux fit`` runs them (``rotaux``), without the
+    divergence guard (``no-guard``) or none."""
+    callbacks: list[Callback] = []
+    if kind != "none":
         callbacks += [OnlineLinearProbe(), TrainingClock()]
-    if args.callbacks == "rotaux":
+    if kind == "rotaux":
         callbacks.append(DivergenceGuard())
-    if args.compile:
-        callbacks.append(CompileBackbones(enabled=True))
-    last_batch = args.warmup + args.steps - 1
-    counter = SyncCounter(args.warmup, last_batch) if device.type == "cuda" else None
-    if counter is not None:
-        callbacks.append(counter)
-    trainer = Trainer(
+    return callbacks
+
+
+def make_trainer(
+    args: argparse.Namespace, device: torch.device, total_steps: int, callbacks: list[Callback]
+) -> Trainer:
+    """A one-device Trainer for ``total_steps`` training steps and nothing else: no validation,
+    logger, checkpoints or progress bar."""
+    return Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         precision=args.precision,
         max_epochs=1,
-        max_steps=args.warmup + args.steps,
+        max_steps=total_steps,
         benchmark=args.cudnn_benchmark,
         logger=False,
         enable_checkpointing=False,
@@ -413,9 +409,29 @@ def measure(
         num_sanity_val_steps=0,
         callbacks=callbacks,
     )
+
+
+def measure(
+    method: str,
+    rotation: bool,
+    args: argparse.Namespace,
+    device: torch.device,
+    limit: BackboneLimit,
+) -> Row:
+    total_steps = args.warmup + args.steps
+    model, data = build(method, rotation, args, total_steps)
+    recorder = BackboneCallRecorder(batch_index=args.warmup - 1)
+    timer = StepTimer(device, args.warmup)
+    callbacks: list[Callback] = [recorder, timer, *training_callbacks(args.callbacks)]
+    if args.compile:
+        callbacks.append(CompileBackbones(enabled=True))
+    counter = SyncCounter(args.warmup, total_steps - 1) if device.type == "cuda" else None
+    if counter is not None:
+        callbacks.append(counter)
+    trainer = make_trainer(args, device, total_steps, callbacks)
     trainer.fit(model, datamodule=data)
-    if len(timer.ends) != args.warmup + args.steps:
-        raise RuntimeError(f"Expected {args.warmup + args.steps} steps, timed {len(timer.ends)}.")
+    if len(timer.ends) != total_steps:
+        raise RuntimeError(f"Expected {total_steps} steps, timed {len(timer.ends)}.")
     step, end_to_end = timer.medians()
     limit.measure(recorder.calls)
     reference = limit.seconds[limit.reference]
