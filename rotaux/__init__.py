@@ -1,43 +1,43 @@
-"""rotaux: self-supervised pretraining with a rotation-prediction auxiliary task."""
+"""rotaux: self-supervised pretraining with a rotation-prediction auxiliary task.
 
-from rotaux.backbones import build_backbone
+Every registered method is a top-level name (``rotaux.BYOL``, ``rotaux.SwAV``, ...); see
+``rotaux.methods.METHODS``.
+"""
+
+from rotaux import methods
+from rotaux.backbones import Backbone, ConvNeXt, ResNet, Swin, TimmModel, ViT, WideResNet
 from rotaux.callbacks import KNNMonitor, OnlineLinearProbe, TrainingClock
 from rotaux.data import SSLDataModule
 from rotaux.errors import RotauxError
-from rotaux.methods import (
-    BYOL,
-    DINO,
-    NNCLR,
-    BarlowTwins,
-    MoCoV2Plus,
-    RotationAuxMixin,
-    SimCLR,
-    SimSiam,
-    SSLMethod,
-    SwAV,
-    VICReg,
-)
+from rotaux.methods import METHODS, RotationAuxMixin, SSLMethod
 from rotaux.optim import OptimizerConfig
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+
+def __getattr__(name: str) -> type[SSLMethod]:
+    try:
+        return methods.method_class(name)
+    except KeyError:
+        raise AttributeError(f"module 'rotaux' has no attribute {name!r}") from None
+
 
 __all__ = [
-    "BYOL",
-    "DINO",
-    "NNCLR",
-    "BarlowTwins",
+    "METHODS",
+    "Backbone",
+    "ConvNeXt",
     "KNNMonitor",
-    "MoCoV2Plus",
     "OnlineLinearProbe",
     "OptimizerConfig",
+    "ResNet",
     "RotationAuxMixin",
     "RotauxError",
     "SSLDataModule",
     "SSLMethod",
-    "SimCLR",
-    "SimSiam",
-    "SwAV",
+    "Swin",
+    "TimmModel",
     "TrainingClock",
-    "VICReg",
-    "build_backbone",
+    "ViT",
+    "WideResNet",
+    *methods.method_names(),
 ]

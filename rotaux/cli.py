@@ -8,8 +8,9 @@ import importlib
 import inspect
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -17,6 +18,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import rotaux.methods  # noqa: F401 - registers the methods for `--model <Name>`
 from rotaux import export
+from rotaux.architecture import read_checkpoint
+from rotaux.backbones.base import legacy_resnet_record
 from rotaux.callbacks import CompileBackbones, DivergenceGuard, OnlineLinearProbe, TrainingClock
 from rotaux.checkpointing import PreemptionCheckpoint, find_resume_checkpoint
 from rotaux.data import SSLDataModule
@@ -32,6 +35,26 @@ class RotauxArgumentParser(LightningArgumentParser):
         super().error(message + _suggestion(message, self), ex)
 
 
+RENAMED_OPTIONS = {
+    "data.root": "data.dataset.root",
+    "data.download": "data.dataset.download",
+    "data.val_fraction": "data.dataset.val_fraction",
+    "data.split_seed": "data.dataset.split_seed",
+    "data.verify_images": "data.dataset.verify_images",
+    "data.on_corrupt_image": "data.dataset.on_corrupt_image",
+    "data.synthetic_size": "data.dataset.size",
+    "data.synthetic_classes": "data.dataset.classes",
+    "data.rotation_source": "model.rotation_source",
+    "data.rotation_copies": "model.rotation_copies",
+    "data.rotation_crop_size": "model.rotation_crop_size",
+    "data.rotation_crop_scale": "model.rotation_crop_scale",
+    "model.backbone_width": "model.backbone.width",
+    "model.cifar_stem": "model.backbone.cifar_stem",
+}
+"""Options of rotaux 0.1 and where they live now (the data source and the backbone own their
+options; the rotation options are the model's)."""
+
+
 def _suggestion(message: str, parser: LightningArgumentParser) -> str:
     """``"\nDid you mean --x?"`` for the unknown option that ``message`` names, or ``""``."""
     model_option = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message)
@@ -45,6 +68,9 @@ def _suggestion(message: str, parser: LightningArgumentParser) -> str:
             for parameter in inspect.signature(cls.__init__).parameters
         }
         prefix = "model."
+        renamed = RENAMED_OPTIONS.get(f"model.{unknown}")
+        if renamed:
+            return f"\nrotaux 0.2 moved this option: use --{renamed}."
     else:
         option = re.search(
             r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)", message
@@ -52,6 +78,9 @@ def _suggestion(message: str, parser: LightningArgumentParser) -> str:
         if option is None:
             return ""
         unknown = option.group(1) or option.group(2)
+        renamed = RENAMED_OPTIONS.get(unknown.removeprefix("init_args."))
+        if renamed:
+            return f"\nrotaux 0.2 moved this option: use --{renamed}."
         # a config file's keys are checked by the main parser, the options by the subcommand's
         subcommands = getattr(parser, "_subcommands_action", None)
         parsers = [parser, *(subcommands.choices.values() if subcommands else [])]
@@ -102,6 +131,25 @@ class RotauxCLI(LightningCLI):
             }
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's: a ``--ckpt_path``'s stored model options replace the command line's. Here
+        the file is checked first (one message for a missing file or a file that is not a
+        checkpoint, as ``rotaux export`` and LinearEval give), and the options of a rotaux 0.1
+        checkpoint are translated."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or str(ckpt_path).split(":")[0] in LIGHTNING_CHECKPOINT_NAMES:
+            return
+        hparams = upgrade_hyperparameters(read_checkpoint(ckpt_path).get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand)
         if self.subcommand != "fit" or not config.auto_resume:
@@ -119,6 +167,37 @@ class RotauxCLI(LightningCLI):
             logger.version = checkpoint.relative_to(root).parts[0]
 
 
+LIGHTNING_CHECKPOINT_NAMES = ("best", "last", "hpc", "registry")
+"""``--ckpt_path`` values that Lightning resolves itself."""
+
+
+def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model options in today's names: rotaux 0.1 recorded a ResNet as
+    ``backbone``, ``cifar_stem`` and ``backbone_width``."""
+    hparams = dict(hparams)
+    if isinstance(hparams.get("backbone"), str) and "backbone_width" in hparams:
+        hparams["backbone"] = legacy_resnet_record(
+            {
+                "backbone": hparams["backbone"],
+                "cifar_stem": hparams.pop("cifar_stem", False),
+                "backbone_width": hparams.pop("backbone_width"),
+            }
+        )
+    return hparams
+
+
+EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "export": (export.main, "write a checkpoint's backbone for torchvision/timm/rotaux"),
+}
+"""rotaux's own subcommands beside Lightning's fit/validate/test/predict: name -> (entry point
+taking the remaining arguments and returning the exit status, one-line description)."""
+
+
+def _epilog() -> str:
+    listed = "; ".join(f"{name}: {help_text}" for name, (_, help_text) in EXTRA_SUBCOMMANDS.items())
+    return f"rotaux's other subcommands ({listed}). Run rotaux <subcommand> --help for each."
+
+
 def _rotaux_error(error: BaseException | None) -> RotauxError | None:
     """The :class:`RotauxError` in ``error``'s chain of causes, if any: jsonargparse wraps what a
     model's constructor raises in its own ``ValueError``."""
@@ -133,8 +212,9 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``rotaux`` console script: ``rotaux export ...`` writes a pretrained
     backbone as a plain state dict; every other subcommand is LightningCLI's."""
     argv = sys.argv[1:] if args is None else args
-    if argv[:1] == ["export"]:
-        sys.exit(export.main(argv[1:]))
+    if argv[:1] and argv[0] in EXTRA_SUBCOMMANDS:
+        entry_point, _ = EXTRA_SUBCOMMANDS[argv[0]]
+        sys.exit(entry_point(argv[1:]))
     try:
         RotauxCLI(
             SSLMethod,
@@ -143,6 +223,7 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,
             parser_class=RotauxArgumentParser,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={"epilog": _epilog()},
             args=args,
         )
     except ValueError as error:

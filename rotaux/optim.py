@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -34,8 +34,13 @@ class OptimizerConfig:
             gradient accumulation): ``linear`` (Goyal et al. 2017, used by SimCLR/BYOL/solo-learn),
             ``sqrt`` or ``none``.
         reference_batch_size: the global batch at which ``lr`` applies unscaled.
-        weight_decay: L2 penalty, not applied to biases and normalisation parameters.
+        weight_decay: L2 penalty, not applied to biases and normalisation parameters (nor to a
+            ViT's position embedding and CLS token); the value at the first step when
+            ``final_weight_decay`` is set.
+        final_weight_decay: weight decay at the last step, reached along a cosine from
+            ``weight_decay`` (DINO's ViT recipe: 0.04 -> 0.4); ``None`` keeps it constant.
         momentum: SGD/LARS momentum (``beta1`` for AdamW).
+        adam_beta2: AdamW's ``beta2``.
         lars_eta: LARS trust coefficient.
         lars_clip: clip the LARS adaptive rate at 1 (LARC clipping, as in solo-learn).
         warmup_epochs: linear warm-up length in epochs (fractions allowed), counted in steps.
@@ -47,7 +52,9 @@ class OptimizerConfig:
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
     reference_batch_size: int = 256
     weight_decay: float = 1e-5
+    final_weight_decay: float | None = None
     momentum: float = 0.9
+    adam_beta2: float = 0.999
     lars_eta: float = 0.02
     lars_clip: bool = True
     warmup_epochs: float = 10.0
@@ -56,8 +63,11 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise RotauxError(f"optimizer.lr must be positive, got {self.lr}.")
-        if self.weight_decay < 0:
-            raise RotauxError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.weight_decay < 0 or (self.final_weight_decay or 0) < 0:
+            raise RotauxError(
+                "optimizer.weight_decay and final_weight_decay must be >= 0, got "
+                f"{self.weight_decay} and {self.final_weight_decay}."
+            )
         if self.warmup_epochs < 0:
             raise RotauxError(f"optimizer.warmup_epochs must be >= 0, got {self.warmup_epochs}.")
 
@@ -129,30 +139,87 @@ class LARS(Optimizer):
         return loss
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Split trainable parameters into decayed weights and undecayed biases/normalisation params."""
-    decayed, undecayed = [], []
-    for param in module.parameters():
-        if param.requires_grad:
-            (decayed if param.ndim > 1 else undecayed).append(param)
-    return [
-        {"params": decayed, "weight_decay": weight_decay},
-        {"params": undecayed, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+@dataclass
+class ParameterGroup:
+    """Parameters that share optimisation settings. :meth:`SSLMethod.parameter_groups
+    <rotaux.methods.SSLMethod.parameter_groups>` returns these; :func:`build_optimizer` further
+    exempts biases, normalisation parameters and the backbone's own exemptions (a ViT's position
+    embedding and CLS token) from weight decay and from LARS's trust ratio.
+
+    Args:
+        parameters: ``(name, parameter)`` pairs, names as in ``named_parameters()``.
+        lr_scale: multiplier of the learning rate.
+        fixed_lr: keep the rate constant at its peak value: no warm-up, no decay (SimSiam's
+            predictor, Chen & He 2021, Sec. 4.4).
+        weight_decay: apply weight decay to this group's weights.
+        lars_adaptation: scale this group's LARS updates by the trust ratio.
+    """
+
+    parameters: list[tuple[str, nn.Parameter]]
+    lr_scale: float = 1.0
+    fixed_lr: bool = False
+    weight_decay: bool = True
+    lars_adaptation: bool = True
 
 
-def build_optimizer(module: nn.Module, config: OptimizerConfig, lr: float) -> Optimizer:
-    """The optimizer named by ``config`` over ``module``'s trainable parameters at rate ``lr``."""
-    groups = parameter_groups(module, config.weight_decay)
+def parameter_groups(
+    groups: list[ParameterGroup],
+    weight_decay: float,
+    lr: float,
+    exempt: frozenset[str] = frozenset(),
+) -> list[dict[str, Any]]:
+    """torch's parameter groups for ``groups``: each split into its decayed weights and its
+    undecayed parameters (biases and normalisation parameters, every parameter with fewer than
+    two dimensions, and the names in ``exempt``), which LARS also leaves unadapted. Frozen
+    parameters are left out. Every torch group records ``decayed`` and ``fixed_lr`` for the
+    schedules."""
+    torch_groups = []
+    for group in groups:
+        decayed, undecayed = [], []
+        for name, param in group.parameters:
+            if not param.requires_grad:
+                continue
+            decays = group.weight_decay and param.ndim > 1 and name not in exempt
+            (decayed if decays else undecayed).append(param)
+        for params, decays in ((decayed, True), (undecayed, False)):
+            if params:
+                torch_groups.append(
+                    {
+                        "params": params,
+                        "lr": lr * group.lr_scale,
+                        "weight_decay": weight_decay if decays else 0.0,
+                        "lars_exclude": not (decays and group.lars_adaptation),
+                        "decayed": decays,
+                        "fixed_lr": group.fixed_lr,
+                    }
+                )
+    return torch_groups
+
+
+def build_optimizer(
+    groups: list[ParameterGroup] | nn.Module,
+    config: OptimizerConfig,
+    lr: float,
+    exempt: frozenset[str] = frozenset(),
+) -> Optimizer:
+    """The optimizer named by ``config`` at peak rate ``lr`` over ``groups`` (or over all of a
+    module's trainable parameters, as one group)."""
+    if isinstance(groups, nn.Module):
+        groups = [ParameterGroup(list(groups.named_parameters()))]
+    torch_groups = parameter_groups(groups, config.weight_decay, lr, exempt)
+    if not torch_groups:
+        raise RotauxError("The model has no trainable parameters to optimise.")
     if config.name == "lars":
         return LARS(
-            groups, lr=lr, momentum=config.momentum, eta=config.lars_eta, clip=config.lars_clip
+            torch_groups,
+            lr=lr,
+            momentum=config.momentum,
+            eta=config.lars_eta,
+            clip=config.lars_clip,
         )
-    for group in groups:
-        group.pop("lars_exclude", None)
     if config.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, 0.999))
+        return torch.optim.SGD(torch_groups, lr=lr, momentum=config.momentum)
+    return torch.optim.AdamW(torch_groups, lr=lr, betas=(config.momentum, config.adam_beta2))
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -168,11 +235,38 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 def warmup_cosine_scheduler(
     optimizer: Optimizer, warmup_steps: int, total_steps: int, min_ratio: float
 ) -> LambdaLR:
-    """A per-step :class:`LambdaLR` applying :func:`warmup_cosine`; its state is the step count,
-    so it resumes exactly from a checkpoint."""
+    """A per-step :class:`LambdaLR` applying :func:`warmup_cosine` to every parameter group
+    except those marked ``fixed_lr``, which keep their rate. Its state is the step count, so it
+    resumes exactly from a checkpoint."""
+
+    def schedule(step: int) -> float:
+        return warmup_cosine(step, warmup_steps, total_steps, min_ratio)
+
+    def constant(step: int) -> float:
+        return 1.0
+
     return LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps, min_ratio)
+        optimizer,
+        [constant if group.get("fixed_lr") else schedule for group in optimizer.param_groups],
     )
+
+
+def cosine_between(step: int, total_steps: int, start: float, end: float) -> float:
+    """``start`` at step 0 moving to ``end`` at ``total_steps`` along a half cosine (DINO's
+    weight-decay schedule, Caron et al. 2021, Appendix)."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_weight_decay(optimizer: Optimizer, config: OptimizerConfig, step: int, total: int) -> None:
+    """Set the weight decay of the decayed groups for ``step`` when ``config`` has a
+    ``final_weight_decay`` (a function of the step only, so exact after a resume)."""
+    if config.final_weight_decay is None:
+        return
+    value = cosine_between(step, total, config.weight_decay, config.final_weight_decay)
+    for group in optimizer.param_groups:
+        if group.get("decayed"):
+            group["weight_decay"] = value
 
 
 # Checkpoints keep the model's hyperparameters; torch.load(weights_only=True), the default since

@@ -1,8 +1,32 @@
-"""Data: the shared data module, augmentations, rotation copies and synthetic images."""
+"""Data: the shared data module, data sources, augmentations and rotation copies."""
 
 from rotaux.data.datamodule import SSLDataModule
-from rotaux.data.rotation import rotate_batch
-from rotaux.data.synthetic import SyntheticImages
+from rotaux.data.rotation import NUM_ROTATIONS, RotationInput, rotate_batch
+from rotaux.data.sources import (
+    CIFAR10,
+    CIFAR100,
+    DATA_SOURCES,
+    STL10,
+    DataSource,
+    ImageFolder,
+    Synthetic,
+    SyntheticImages,
+)
 from rotaux.data.transforms import ViewAugmentation, byol_views
 
-__all__ = ["SSLDataModule", "SyntheticImages", "ViewAugmentation", "byol_views", "rotate_batch"]
+__all__ = [
+    "CIFAR10",
+    "CIFAR100",
+    "DATA_SOURCES",
+    "NUM_ROTATIONS",
+    "STL10",
+    "DataSource",
+    "ImageFolder",
+    "RotationInput",
+    "SSLDataModule",
+    "Synthetic",
+    "SyntheticImages",
+    "ViewAugmentation",
+    "byol_views",
+    "rotate_batch",
+]

@@ -11,15 +11,9 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from rotaux.data.batched_augment import BatchedViewAugmentation
-from rotaux.data.datasets import (
-    PRESETS,
-    DatasetName,
-    download_torchvision,
-    image_sides,
-    load_datasets,
-)
-from rotaux.data.rotation import rotate_batch
+from rotaux.data.rotation import RotationInput, rotate_views
 from rotaux.data.sampler import EpochSampler, ResumableLoader, SeededSamples, mix_seed
+from rotaux.data.sources import CIFAR10, DATA_SOURCES, DataSource
 from rotaux.data.transforms import ViewAugmentation, byol_views, eval_transform, view_transform
 from rotaux.errors import RotauxError
 
@@ -65,50 +59,32 @@ class SSLDataModule(LightningDataModule):
     Loader workers only decode, augment and emit uint8 tensors; on the training device,
     ``on_after_batch_transfer`` normalises them and makes the rotated copies of the rotation
     task (``rotation`` with ``rotation_labels`` 0..3 for 0/90/180/270 degrees), so the loader
-    moves one image per sample, not four.
+    moves one image per sample, not four. What is rotated follows the model's rotation options
+    (:meth:`RotationAuxMixin.rotation_input <rotaux.methods.RotationAuxMixin.rotation_input>`),
+    read in ``setup``; with ``rotation_weight`` 0 there is no rotation input at all.
 
     Args:
-        dataset: ``cifar10``, ``cifar100``, ``stl10`` (torchvision), ``imagefolder`` or
-            ``synthetic`` (generated in memory; for tests and smoke runs).
-        root: dataset folder. For ``imagefolder``: ``root/train/<class>/<image>`` and optionally
-            ``root/val/<class>/<image>``.
-        download: let torchvision download cifar10/cifar100/stl10 into ``root`` if missing.
+        dataset: where the images come from (:mod:`rotaux.data.sources`): ``CIFAR10``,
+            ``CIFAR100``, ``STL10`` (torchvision downloads them), ``ImageFolder`` or
+            ``Synthetic`` (generated in memory, for tests and smoke runs), or a class of your
+            own; each takes its own options (``--data.dataset.root``).
         batch_size: images per device per step (the global batch is this x devices x nodes).
         num_workers: loader processes per device.
-        image_size: training crop and evaluation side; ``None`` takes the dataset's preset
-            (32 for CIFAR and synthetic, 96 for STL-10, 224 for image folders).
-        mean: per-channel normalisation mean; ``None`` takes the dataset's preset.
-        std: per-channel normalisation standard deviation; ``None`` takes the preset.
+        image_size: training crop and evaluation side; ``None`` takes the dataset's (32 for
+            CIFAR, 96 for STL-10, 224 for image folders).
+        mean: per-channel normalisation mean; ``None`` takes the dataset's.
+        std: per-channel normalisation standard deviation; ``None`` takes the dataset's.
         val_resize: shorter side that evaluation images are resized to before the centre crop;
             ``None`` resizes to ``image_size`` (use 256 with 224 crops for ImageNet-style data).
         augmentations: one entry per kind of view, each repeated ``num_crops`` times, in order
             (``batch["views"]`` lists them so; put the large crops first); ``None`` is BYOL's
             asymmetric pair, with blur only when ``image_size`` is at least 96.
-        rotation_source: ``crop`` makes a separate crop for the rotation task (E-SSL); ``view``
-            rotates the first augmented view (no extra loader work).
-        rotation_crop_size: side of the separate rotation crop; ``None`` uses ``image_size``.
-            E-SSL uses 96 on ImageNet, to make the four extra passes cheap.
-        rotation_crop_scale: area range of the rotation crop; ``None`` uses the first view's.
-            E-SSL's ImageNet setting is (0.05, 0.14).
-        rotation_copies: 4 rotated copies per image (all of 0/90/180/270), or 1 random rotation
-            per image (as in the released code of Addepalli et al. 2022).
-        with_rotation: produce the rotation input; ``None`` follows the model (on exactly when
-            its ``rotation_weight`` is above 0).
         augment_on: where the random augmentations run. ``loader``: per image in the loader
             workers (torchvision). ``device``: the loader only decodes, resizes and centre-crops
             each image to a fixed square (the dataset's own size, else ``val_resize``) and the
             views and the rotation crop are cut and augmented batched on the training device
             (:mod:`rotaux.data.batched_augment`, each sample with its own parameters), which
             frees the CPU on GPU machines. Crops are then drawn from that square.
-        val_fraction: share of every class held out for validation when an image folder has no
-            val/ folder (and the size of the synthetic validation set).
-        split_seed: seed of that split (and of the synthetic data).
-        verify_images: check image-folder files before training: ``full`` decodes all of them,
-            ``header`` parses headers only (fast on ImageNet-size folders), ``none`` skips it.
-        on_corrupt_image: what the check does with unreadable images: ``error`` stops with a
-            list of them; ``skip`` warns with that list and leaves them out.
-        synthetic_size: number of synthetic training images.
-        synthetic_classes: number of synthetic classes.
         seed: seed of the training order and augmentations (each epoch's shuffle and each
             sample's views derive from it, the epoch and the sample index, see
             :mod:`rotaux.data.sampler`); ``None`` takes the run's ``seed_everything`` seed (0
@@ -117,68 +93,49 @@ class SSLDataModule(LightningDataModule):
 
     def __init__(
         self,
-        dataset: DatasetName = "cifar10",
-        root: str = "./data",
-        download: bool = True,
+        dataset: DataSource = CIFAR10(),
         batch_size: int = 256,
         num_workers: int = 4,
         image_size: int | None = None,
-        mean: tuple[float, float, float] | None = None,
-        std: tuple[float, float, float] | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
         val_resize: int | None = None,
         augmentations: list[ViewAugmentation] | None = None,
-        rotation_source: Literal["crop", "view"] = "crop",
-        rotation_crop_size: int | None = None,
-        rotation_crop_scale: tuple[float, float] | None = None,
-        rotation_copies: Literal[1, 4] = 4,
-        with_rotation: bool | None = None,
         augment_on: Literal["loader", "device"] = "loader",
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        verify_images: Literal["full", "header", "none"] = "full",
-        on_corrupt_image: Literal["error", "skip"] = "error",
-        synthetic_size: int = 2048,
-        synthetic_classes: int = 10,
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in PRESETS:
-            raise RotauxError(f"Unknown dataset {dataset!r}; choose one of {sorted(PRESETS)}.")
+        if not isinstance(dataset, DataSource):
+            raise RotauxError(
+                f"dataset must be a data source ({', '.join(s.__name__ for s in DATA_SOURCES)} "
+                f"or a DataSource subclass of your own), got {dataset!r}."
+            )
         if batch_size < 1:
             raise RotauxError(f"batch_size must be at least 1 image per device, got {batch_size}.")
         if num_workers < 0:
             raise RotauxError(f"num_workers must be >= 0, got {num_workers}.")
-        preset = PRESETS[dataset]
         self.dataset = dataset
-        self.root = root
-        self.download = download
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.image_size = image_size or preset.image_size
-        self.mean = tuple(mean or preset.mean)
-        self.std = tuple(std or preset.std)
+        self.image_size = image_size or dataset.image_size
+        self.mean = tuple(mean or dataset.mean)
+        self.std = tuple(std or dataset.std)
+        if len(self.mean) != len(self.std):
+            raise RotauxError(
+                f"mean has {len(self.mean)} channels but std has {len(self.std)}; give one value "
+                "per image channel to both."
+            )
         self.val_resize = val_resize or self.image_size
         self.augmentations = augmentations or byol_views(with_blur=self.image_size >= 96)
         if sum(aug.num_crops for aug in self.augmentations) < 2:
             raise RotauxError("augmentations must describe at least two views.")
-        self.rotation_source = rotation_source
-        self.rotation_crop_size = rotation_crop_size or self.image_size
-        self.rotation_crop_scale = rotation_crop_scale or self.augmentations[0].crop_scale
-        self.rotation_copies = rotation_copies
-        self.with_rotation = with_rotation
         self.augment_on = augment_on
+        self.rotation: RotationInput | None = None
         self._device_views: list[BatchedViewAugmentation] = []
         self._device_rotation_crop: BatchedViewAugmentation | None = None
         self._statistics: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.val_fraction = val_fraction
-        self.split_seed = split_seed
-        self.verify_images = verify_images
-        self.on_corrupt_image = on_corrupt_image
-        self.synthetic_size = synthetic_size
-        self.synthetic_classes = synthetic_classes
         self.seed = seed
         self.classes: list[str] = []
-        self.rotation_enabled = bool(with_rotation)
         self._train: Dataset | None = None
         self._val: Dataset | None = None
 
@@ -189,38 +146,40 @@ class SSLDataModule(LightningDataModule):
             raise RuntimeError("num_classes is known after SSLDataModule.setup().")
         return len(self.classes)
 
+    @property
+    def channels(self) -> int:
+        """Channels of the images, as many as normalisation statistics."""
+        return len(self.mean)
+
+    def _rotation_crop_size(self) -> int:
+        return (self.rotation.crop_size if self.rotation else None) or self.image_size
+
     def crop_sizes(self) -> list[int]:
         sizes = [aug.crop_size or self.image_size for aug in self.augmentations]
-        if self.rotation_enabled and self.rotation_source == "crop":
-            sizes.append(self.rotation_crop_size)
+        if self.rotation is not None and self.rotation.source == "crop":
+            sizes.append(self._rotation_crop_size())
         return sizes
 
     def prepare_data(self) -> None:
-        if self.download:
-            download_torchvision(self.dataset, self.root)
+        self.dataset.prepare()
 
     def setup(self, stage: str | None = None) -> None:
         model = self.trainer.lightning_module if self.trainer is not None else None
-        if self.with_rotation is None:
-            self.rotation_enabled = bool(getattr(model, "uses_rotation", False))
-        splits = load_datasets(
-            self.dataset,
-            self.root,
-            download=False,
-            val_fraction=self.val_fraction,
-            split_seed=self.split_seed,
-            verify_images=self.verify_images,
-            on_corrupt_image=self.on_corrupt_image,
-            synthetic_size=self.synthetic_size,
-            synthetic_classes=self.synthetic_classes,
-            image_size=self.image_size,
-        )
+        if model is not None:
+            rotation_input = getattr(model, "rotation_input", None)
+            self.rotation = rotation_input() if callable(rotation_input) else None
+        self._check_model(model)
+        splits = self.dataset.load()
         self.classes = splits.classes
         self._check_crop_sizes(splits.train)
         kinds = [aug for aug in self.augmentations for _ in range(aug.num_crops)]
+        self._check_rotated_views(kinds)
         rotation_kind = None
-        if self.rotation_enabled and self.rotation_source == "crop":
-            rotation_kind = replace(self.augmentations[0], crop_scale=self.rotation_crop_scale)
+        if self.rotation is not None and self.rotation.source == "crop":
+            rotation_kind = replace(
+                self.augmentations[0],
+                crop_scale=self.rotation.crop_scale or self.augmentations[0].crop_scale,
+            )
         if self.augment_on == "device":
             self._device_views = [
                 BatchedViewAugmentation(aug, aug.crop_size or self.image_size) for aug in kinds
@@ -228,16 +187,16 @@ class SSLDataModule(LightningDataModule):
             self._device_rotation_crop = (
                 None
                 if rotation_kind is None
-                else BatchedViewAugmentation(rotation_kind, self.rotation_crop_size)
+                else BatchedViewAugmentation(rotation_kind, self._rotation_crop_size())
             )
-            side = self._native_size() or self.val_resize
+            side = self.dataset.native_size or self.val_resize
             self._train = MultiViewDataset(splits.train, [eval_transform(side, side)])
         else:
             views = [view_transform(aug, aug.crop_size or self.image_size) for aug in kinds]
             rotation_crop = (
                 None
                 if rotation_kind is None
-                else view_transform(rotation_kind, self.rotation_crop_size)
+                else view_transform(rotation_kind, self._rotation_crop_size())
             )
             self._train = MultiViewDataset(splits.train, views, rotation_crop)
         self._val = EvalDataset(splits.val, eval_transform(self.image_size, self.val_resize))
@@ -249,21 +208,43 @@ class SSLDataModule(LightningDataModule):
                 "or use more data."
             )
 
-    def _native_size(self) -> int | None:
-        """The images' side where the dataset fixes it (CIFAR, STL-10, synthetic)."""
-        return self.image_size if self.dataset == "synthetic" else PRESETS[self.dataset].native_size
+    def _check_model(self, model: Any) -> None:
+        """Refuse, before any data is read, crops the backbone cannot take and images whose
+        channel count differs from the backbone's input."""
+        backbone = getattr(model, "backbone_config", None)
+        if backbone is None:
+            return
+        if backbone.in_channels != self.channels:
+            raise RotauxError(
+                f"The backbone takes {backbone.in_channels}-channel images but the data has "
+                f"{self.channels} channels (one per --data.mean/--data.std value). Set the "
+                "backbone's channels (--model.backbone.channels) to the images' channel count."
+            )
+        for size in sorted(set(self.crop_sizes())):
+            backbone.check_input_size(size)
 
     def _check_crop_sizes(self, train: Dataset) -> None:
-        native = self._native_size()
+        native = self.dataset.native_size
         if native is None:
-            sides = image_sides(train)
+            sides = self.dataset.image_sides(train)
             native = max(sides) if sides else None
         too_large = [size for size in self.crop_sizes() if native is not None and size > native]
         if too_large:
             raise RotauxError(
-                f"Crop size {max(too_large)} is larger than the {self.dataset} images "
-                f"(side {native}). Lower --data.image_size / the augmentations' crop_size / "
-                "--data.rotation_crop_size, or use larger images."
+                f"Crop size {max(too_large)} is larger than the {type(self.dataset).__name__} "
+                f"images (side {native}). Lower --data.image_size / the augmentations' crop_size "
+                "/ --model.rotation_crop_size, or use larger images."
+            )
+
+    def _check_rotated_views(self, kinds: list[ViewAugmentation]) -> None:
+        if self.rotation is None or self.rotation.source != "views":
+            return
+        sizes = {aug.crop_size or self.image_size for aug in kinds[: self.rotation.views]}
+        if len(kinds) < self.rotation.views or len(sizes) > 1:
+            raise RotauxError(
+                f"rotation_source views rotates the first {self.rotation.views} views, which "
+                f"must exist and have one size; the augmentations give {len(kinds)} views of "
+                f"sizes {[aug.crop_size or self.image_size for aug in kinds]}."
             )
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
@@ -324,12 +305,12 @@ class SSLDataModule(LightningDataModule):
         return EvalDataset(self._train.base, self._val.transform)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (0..255) or float (0..1) ``(B, 3, H, W)`` -> normalised float32, on the images'
+        """uint8 (0..255) or float (0..1) ``(B, C, H, W)`` -> normalised float32, on the images'
         device."""
         scale = 255.0 if images.dtype == torch.uint8 else 1.0
         if images.device not in self._statistics:
             # made once per device: building them from Python lists blocks the host on CUDA
-            shape = (1, 3, 1, 1)
+            shape = (1, self.channels, 1, 1)
             self._statistics[images.device] = (
                 torch.tensor(self.mean, device=images.device).view(shape),
                 torch.tensor(self.std, device=images.device).view(shape),
@@ -360,10 +341,11 @@ class SSLDataModule(LightningDataModule):
             if self._device_rotation_crop is not None:
                 batch["rotation_crop"] = self._device_rotation_crop(source, generator)
         batch["views"] = [self.normalize(view) for view in batch["views"]]
-        if self.rotation_enabled:
-            if self.rotation_source == "crop":
-                source = self.normalize(batch.pop("rotation_crop"))
+        rotation = self.rotation
+        if rotation is not None:
+            if rotation.source == "crop":
+                sources = [self.normalize(batch.pop("rotation_crop"))]
             else:
-                source = batch["views"][0]
-            batch["rotation"], batch["rotation_labels"] = rotate_batch(source, self.rotation_copies)
+                sources = batch["views"][: rotation.groups]
+            batch["rotation"], batch["rotation_labels"] = rotate_views(sources, rotation.copies)
         return batch

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from torchmetrics.classification import MulticlassAccuracy
 
-from rotaux.backbones import BackboneName
+from rotaux.backbones import Backbone
 from rotaux.data.transforms import ViewAugmentation
 from rotaux.errors import RotauxError
 from rotaux.eval.features import extract_features, labeled_indices
@@ -120,30 +120,15 @@ def linear_eval_on_features(
     return classifier_accuracy(classifier, val_features, val_labels)
 
 
-def _resolve_architecture(
-    pretrained: PretrainedBackbone,
-    backbone: BackboneName | None,
-    cifar_stem: bool | None,
-    backbone_width: int | None,
-) -> tuple[BackboneName, bool, int]:
-    found = {
-        "backbone": pretrained.name,
-        "cifar_stem": pretrained.cifar_stem,
-        "backbone_width": pretrained.width,
-    }
-    requested = {"backbone": backbone, "cifar_stem": cifar_stem, "backbone_width": backbone_width}
-    mismatched = {
-        key: value for key, value in requested.items() if value is not None and value != found[key]
-    }
-    if mismatched:
-        asked = ", ".join(f"{key}={value}" for key, value in mismatched.items())
-        holds = ", ".join(f"{key}={value}" for key, value in found.items())
+def _resolve_backbone(pretrained: PretrainedBackbone, backbone: Backbone | None) -> Backbone:
+    if backbone is not None and backbone != pretrained.backbone:
         raise RotauxError(
-            f"{pretrained.source} holds a {pretrained.method} backbone with {holds}, but this run "
-            f"asks for {asked}. Drop those --model.* options (LinearEval takes the architecture "
-            "from the checkpoint) or pass the checkpoint of the architecture you want."
+            f"{pretrained.source} holds a {pretrained.method} backbone {pretrained.backbone}, "
+            f"but this run asks for {backbone}. Drop --model.backbone (LinearEval takes the "
+            "architecture from the checkpoint) or pass the checkpoint of the architecture you "
+            "want."
         )
-    return pretrained.name, pretrained.cifar_stem, pretrained.width
+    return pretrained.backbone
 
 
 class LinearEval(SSLMethod):
@@ -173,8 +158,6 @@ class LinearEval(SSLMethod):
             ``rotaux export``.
         backbone: expected backbone architecture; ``None`` takes the checkpoint's, a different
             value is an error.
-        cifar_stem: expected stem; ``None`` takes the checkpoint's.
-        backbone_width: expected width; ``None`` takes the checkpoint's.
         optimizer: optimizer of the classifier (SGD, lr 0.1 per 256 images, momentum 0.9, no
             weight decay, no warm-up, cosine decay).
         channels_last: keep the network in channels-last memory format.
@@ -184,9 +167,7 @@ class LinearEval(SSLMethod):
     def __init__(
         self,
         checkpoint: str,
-        backbone: BackboneName | None = None,
-        cifar_stem: bool | None = None,
-        backbone_width: int | None = None,
+        backbone: Backbone | None = None,
         optimizer: OptimizerConfig = OptimizerConfig(
             name="sgd", lr=0.1, weight_decay=0.0, warmup_epochs=0.0
         ),
@@ -194,12 +175,10 @@ class LinearEval(SSLMethod):
         precompute_features: bool = False,
     ) -> None:
         pretrained = read_pretrained(checkpoint)
-        # Rebinding the arguments makes save_hyperparameters (in SSLMethod) record the resolved
-        # architecture, so architecture() and this run's checkpoints name it.
-        backbone, cifar_stem, backbone_width = _resolve_architecture(
-            pretrained, backbone, cifar_stem, backbone_width
-        )
-        super().__init__(backbone, cifar_stem, backbone_width, optimizer, channels_last)
+        # Rebinding the argument makes save_hyperparameters (in SSLMethod) record the resolved
+        # architecture, so this run's checkpoints name it.
+        backbone = _resolve_backbone(pretrained, backbone)
+        super().__init__(backbone=backbone, optimizer=optimizer, channels_last=channels_last)
         self.backbone.load_state_dict(pretrained.state_dict)
         self.backbone.requires_grad_(False)
         self.backbone.eval()

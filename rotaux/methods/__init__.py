@@ -1,29 +1,50 @@
-"""Self-supervised methods, each a LightningModule with the rotation auxiliary mixed in."""
+"""Self-supervised methods, each a LightningModule with the rotation auxiliary mixed in.
 
-from rotaux.methods.barlow_twins import BarlowTwins
+Every method module registers its class with :func:`~rotaux.methods.registry.register_method`;
+its line in the import below is what adds a method to the CLI, to ``rotaux.<ClassName>``, to the
+tests and to the benchmarks. The classes are reachable as ``rotaux.methods.<ClassName>``.
+"""
+
+from rotaux.methods import (  # noqa: F401 - each import registers its method
+    barlow_twins,
+    byol,
+    dino,
+    mocov2plus,
+    nnclr,
+    simclr,
+    simsiam,
+    swav,
+    vicreg,
+)
 from rotaux.methods.base import SSLMethod
-from rotaux.methods.byol import BYOL
-from rotaux.methods.dino import DINO
-from rotaux.methods.mocov2plus import MoCoV2Plus
 from rotaux.methods.momentum import MomentumMethod
-from rotaux.methods.nnclr import NNCLR
+from rotaux.methods.registry import METHODS, MethodEntry, method_names, register_method
 from rotaux.methods.rotation import RotationAuxMixin
-from rotaux.methods.simclr import SimCLR
-from rotaux.methods.simsiam import SimSiam
-from rotaux.methods.swav import SwAV
-from rotaux.methods.vicreg import VICReg
+
+
+def method_class(name: str) -> type[SSLMethod]:
+    """The registered method whose class name or short name is ``name``."""
+    for entry in METHODS.values():
+        if name in (entry.cls.__name__, entry.name):
+            return entry.cls
+    raise KeyError(name)
+
+
+def __getattr__(name: str) -> type[SSLMethod]:
+    try:
+        return method_class(name)
+    except KeyError:
+        raise AttributeError(f"module 'rotaux.methods' has no attribute {name!r}") from None
+
 
 __all__ = [
-    "BYOL",
-    "BarlowTwins",
-    "DINO",
-    "MoCoV2Plus",
+    "METHODS",
+    "MethodEntry",
     "MomentumMethod",
-    "NNCLR",
     "RotationAuxMixin",
     "SSLMethod",
-    "SimCLR",
-    "SimSiam",
-    "SwAV",
-    "VICReg",
+    "method_class",
+    "method_names",
+    "register_method",
+    *method_names(),
 ]

@@ -3,16 +3,22 @@ Reduction", ICML 2021."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from rotaux.backbones import BackboneName
 from rotaux.heads import MLP
 from rotaux.losses.barlow_twins import barlow_twins_loss
 from rotaux.methods.base import SSLMethod
+from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
 from rotaux.optim import OptimizerConfig
 
 
+@register_method(
+    "barlow_twins",
+    paper='Zbontar et al., "Barlow Twins", ICML 2021',
+)
 class BarlowTwins(RotationAuxMixin, SSLMethod):
     """Barlow Twins with the rotation auxiliary.
 
@@ -20,40 +26,29 @@ class BarlowTwins(RotationAuxMixin, SSLMethod):
     driven to the identity. The projector has three layers as in the paper; defaults
     are solo-learn's CIFAR recipe (``scripts/pretrain/cifar/barlow.yaml``): width 2048,
     ``scale_loss`` 0.1, LARS with lr 0.3 for a batch of 256, eta 0.02 and weight decay 1e-4;
-    ``lambd=0.0051`` is the paper's. ``rotation_weight=0.4`` is E-SSL's lambda (Dangovski et
-    al., 2022).
+    ``lambd=0.0051`` is the paper's.
 
     Args:
+        optimizer: optimizer and schedule (this recipe's by default).
         proj_hidden_dim: hidden width of the projector.
         proj_output_dim: output width of the projector (size of the cross-correlation matrix).
         lambd: weight of the redundancy-reduction (off-diagonal) term.
         scale_loss: factor on the whole loss.
-        rotation_weight: weight of the rotation loss; 0 trains plain Barlow Twins with no
-            rotation work.
-        rotation_hidden_dim: hidden width of the rotation head.
-        rotation_num_layers: linear layers in the rotation head.
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
         optimizer: OptimizerConfig = OptimizerConfig(lr=0.3, weight_decay=1e-4),
-        channels_last: bool = True,
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 2048,
         lambd: float = 0.0051,
         scale_loss: float = 0.1,
-        rotation_weight: float = 0.4,
-        rotation_hidden_dim: int = 2048,
-        rotation_num_layers: int = 2,
+        **base_options: Any,
     ) -> None:
-        super().__init__(backbone, cifar_stem, backbone_width, optimizer, channels_last)
+        super().__init__(optimizer=optimizer, **base_options)
         self.projector = MLP(self.num_features, proj_hidden_dim, proj_output_dim, num_layers=3)
         self.lambd = lambd
         self.scale_loss = scale_loss
-        self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
 
     def project(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features and projections of ``images``."""

@@ -1,4 +1,4 @@
-"""The small base every method stands on: a backbone, the optimizer and schedule, validation
+"""The small base every method stands on: a backbone, the optimizer and its schedules, validation
 features for the evaluation callbacks, and a record of the architecture in each checkpoint."""
 
 from __future__ import annotations
@@ -9,17 +9,27 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
-from rotaux.backbones import BackboneName, build_backbone
+from rotaux.architecture import Architecture
+from rotaux.backbones import Backbone, ResNet
 from rotaux.checkpointing import restore_rng_states, rng_states
 from rotaux.errors import RotauxError
-from rotaux.optim import OptimizerConfig, build_optimizer, warmup_cosine_scheduler
+from rotaux.optim import (
+    OptimizerConfig,
+    ParameterGroup,
+    build_optimizer,
+    set_weight_decay,
+    warmup_cosine_scheduler,
+)
 
 
 class SSLMethod(LightningModule):
     """Base class of the self-supervised methods.
 
-    A method subclass builds its heads in ``__init__``, and its ``training_step`` computes the
-    method's own loss and returns ``self.step_output(ssl_loss, batch, features)``; mixing in
+    A method subclass takes its own options as typed arguments and passes the base options on
+    with ``**base_options`` to ``super().__init__``; ``rotaux fit --model X --help`` and
+    ``--print_config`` list both (jsonargparse follows the call), and a base option is added
+    here alone. The subclass builds its heads in ``__init__`` and its ``training_step`` returns
+    ``self.step_output(ssl_loss, batch, features)``; mixing in
     :class:`~rotaux.methods.rotation.RotationAuxMixin` adds the rotation loss there.
 
     Training batches are dicts with ``views`` (list of normalised image tensors), ``label`` (used
@@ -27,26 +37,24 @@ class SSLMethod(LightningModule):
     ``rotation_labels``. Validation batches have ``image`` and ``label``.
 
     Args:
-        backbone: ``resnet18`` or ``resnet50`` (torchvision architectures).
-        cifar_stem: 3x3 stride-1 first convolution and no max-pool, for 32x32 images.
-        backbone_width: channels of the first ResNet stage (64 = standard). Small values such as
-            16 make CPU smoke runs and tests fast; see :func:`rotaux.backbones.build_backbone`.
-        optimizer: optimizer, learning-rate scaling and warm-up/cosine schedule.
+        backbone: the architecture (:mod:`rotaux.backbones`: ``ResNet``, ``WideResNet``,
+            ``ViT``, ``Swin``, ``ConvNeXt``, ``TimmModel``), for example ``--model.backbone ViT
+            --model.backbone.size small``.
+        optimizer: optimizer, learning-rate scaling, warm-up/cosine schedule and weight decay.
         channels_last: keep the network in channels-last memory format (faster convolutions on
             recent CPUs and on GPUs with tensor cores).
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
+        backbone: Backbone = ResNet(),
         optimizer: OptimizerConfig = OptimizerConfig(),
         channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.backbone = build_backbone(backbone, cifar_stem=cifar_stem, width=backbone_width)
+        self.backbone_config = backbone
+        self.backbone = backbone.build()
         self.optimizer_config = optimizer
         self.channels_last = channels_last
         self.total_steps = 0
@@ -55,6 +63,11 @@ class SSLMethod(LightningModule):
     def num_features(self) -> int:
         """Dimension of the pooled backbone features."""
         return self.backbone.num_features
+
+    @property
+    def num_global_views(self) -> int:
+        """How many leading views of a training batch are large (global) crops."""
+        return 2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of ``images`` (the representation being learned)."""
@@ -88,9 +101,26 @@ class SSLMethod(LightningModule):
             return self.optimizer_config.reference_batch_size
         return per_device * trainer.world_size * trainer.accumulate_grad_batches
 
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """The parts of the network with their own optimisation settings (learning-rate
+        multiplier, fixed rate, weight decay and LARS adaptation on or off). One group of every
+        parameter by default; override it to single out a part (SimSiam's predictor)."""
+        return [ParameterGroup(list(self.named_parameters()))]
+
+    def weight_decay_exemptions(self) -> frozenset[str]:
+        """Full names of the parameters that the backbone keeps out of weight decay."""
+        return frozenset(
+            f"backbone.{name}" for name in self.backbone_config.no_weight_decay(self.backbone)
+        )
+
     def configure_optimizers(self) -> dict:
         config = self.optimizer_config
-        optimizer = build_optimizer(self, config, config.scaled_lr(self.global_batch_size()))
+        optimizer = build_optimizer(
+            self.parameter_groups(),
+            config,
+            config.scaled_lr(self.global_batch_size()),
+            self.weight_decay_exemptions(),
+        )
         total_steps = self.trainer.estimated_stepping_batches
         if math.isinf(total_steps):
             raise RotauxError(
@@ -111,29 +141,26 @@ class SSLMethod(LightningModule):
         schedule = {"scheduler": scheduler, "interval": "step"}
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
-    def architecture(self) -> dict[str, Any]:
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        set_weight_decay(optimizer, self.optimizer_config, self.global_step, self.total_steps)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
+    def architecture(self) -> Architecture:
         """What a checkpoint must match to be loaded into this module."""
-        return {
-            "method": type(self).__name__,
-            "backbone": self.hparams.backbone,
-            "cifar_stem": self.hparams.cifar_stem,
-            "backbone_width": self.hparams.backbone_width,
-        }
+        return Architecture(type(self).__name__, self.backbone_config)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rotaux_architecture"] = self.architecture()
+        checkpoint["rotaux_architecture"] = self.architecture().record()
         # the states of this rank; Lightning seeds every rank alike and they draw alike, so they
         # are every rank's
         checkpoint["rotaux_rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("rotaux_architecture")
-        if saved is not None and saved != self.architecture():
-            raise RotauxError(
-                f"The checkpoint was written by {saved} but this run builds "
-                f"{self.architecture()}. Resume with the config the checkpoint was trained with "
-                "(it is saved as config.yaml in the run folder)."
-            )
+        saved = Architecture.from_checkpoint(checkpoint)
+        if saved is not None:
+            saved.check_loads_into(self.architecture())
         # a resumed fit continues the random draws (rotation_copies=1) where they stopped;
         # load_from_checkpoint outside a Trainer leaves the caller's generators alone
         if self._trainer is not None and "rotaux_rng_states" in checkpoint:

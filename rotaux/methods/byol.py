@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from rotaux.backbones import BackboneName
 from rotaux.heads import MLP
 from rotaux.losses import byol_loss
 from rotaux.methods.momentum import MomentumMethod
+from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
-from rotaux.optim import OptimizerConfig
 
 
+@register_method(
+    "byol",
+    paper='Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020',
+)
 class BYOL(RotationAuxMixin, MomentumMethod):
     """BYOL with the rotation auxiliary.
 
@@ -21,47 +26,26 @@ class BYOL(RotationAuxMixin, MomentumMethod):
     sees the rotated copies. Head sizes are the paper's (projector 4096 -> 256, predictor
     4096 -> 256, Sec. 3.3); the momentum schedule 0.99 -> 1.0 and the LARS recipe in
     :class:`~rotaux.optim.OptimizerConfig` are solo-learn's CIFAR settings (the paper uses 0.996
-    on ImageNet). ``rotation_weight=0.4`` is E-SSL's lambda (Dangovski et al., 2022).
+    on ImageNet).
 
     Args:
         proj_hidden_dim: hidden width of the projector.
         proj_output_dim: output width of projector and predictor.
         pred_hidden_dim: hidden width of the predictor.
-        rotation_weight: weight of the rotation loss; 0 trains plain BYOL with no rotation work.
-        rotation_hidden_dim: hidden width of the rotation head.
-        rotation_num_layers: linear layers in the rotation head.
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
-        optimizer: OptimizerConfig = OptimizerConfig(),
-        channels_last: bool = True,
-        base_momentum: float = 0.99,
-        final_momentum: float = 1.0,
         proj_hidden_dim: int = 4096,
         proj_output_dim: int = 256,
         pred_hidden_dim: int = 4096,
-        rotation_weight: float = 0.4,
-        rotation_hidden_dim: int = 2048,
-        rotation_num_layers: int = 2,
+        **base_options: Any,
     ) -> None:
-        super().__init__(
-            backbone,
-            cifar_stem,
-            backbone_width,
-            optimizer,
-            channels_last,
-            base_momentum,
-            final_momentum,
-        )
+        super().__init__(**base_options)
         self.projector = self.build_projector(self.num_features, proj_hidden_dim, proj_output_dim)
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
         self.target_backbone = self.momentum_copy(self.backbone)
         self.target_projector = self.momentum_copy(self.projector)
-        self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
 
     def build_projector(self, in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
         """BYOL's projector; override it to try another head (examples/custom_method.py)."""

@@ -3,17 +3,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from rotaux.backbones import BackboneName
 from rotaux.heads import DINOHead
 from rotaux.losses.dino import DINOLoss, teacher_temperature
 from rotaux.methods.momentum import MomentumMethod
+from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
 from rotaux.methods.swav import check_large_crops, multicrop_features
 from rotaux.optim import OptimizerConfig
 
 
+@register_method(
+    "dino",
+    paper='Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021',
+)
 class DINO(RotationAuxMixin, MomentumMethod):
     """DINO with the rotation auxiliary.
 
@@ -29,10 +35,11 @@ class DINO(RotationAuxMixin, MomentumMethod):
     prototypes without BatchNorm, student temperature 0.1, teacher temperature 0.04 -> 0.07 over
     50 epochs, center momentum 0.9, last layer frozen for 1 epoch, EMA momentum 0.9995 -> 1.0,
     LARS with lr 0.3 for a batch of 256, eta 0.02 and weight decay 1e-6 (the paper's ResNet-50
-    recipe is LARS too, with 65536 prototypes on ImageNet). ``rotation_weight=0.4`` is E-SSL's
-    lambda (Dangovski et al., 2022).
+    recipe is LARS too, with 65536 prototypes on ImageNet).
 
     Args:
+        optimizer: optimizer and schedule (this recipe's by default).
+        base_momentum: EMA momentum of the teacher at the first step.
         proj_hidden_dim: hidden width of the head's MLP.
         proj_output_dim: width of the head's L2-normalised bottleneck.
         num_prototypes: output width of the head.
@@ -44,20 +51,12 @@ class DINO(RotationAuxMixin, MomentumMethod):
         center_momentum: EMA momentum of the teacher center.
         freeze_last_layer_epochs: epochs during which the head's last layer gets no gradient.
         num_large_crops: how many leading views are large crops seen by the teacher.
-        rotation_weight: weight of the rotation loss; 0 trains plain DINO with no rotation work.
-        rotation_hidden_dim: hidden width of the rotation head.
-        rotation_num_layers: linear layers in the rotation head.
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
         optimizer: OptimizerConfig = OptimizerConfig(lr=0.3, weight_decay=1e-6),
-        channels_last: bool = True,
         base_momentum: float = 0.9995,
-        final_momentum: float = 1.0,
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 256,
         num_prototypes: int = 4096,
@@ -69,19 +68,9 @@ class DINO(RotationAuxMixin, MomentumMethod):
         center_momentum: float = 0.9,
         freeze_last_layer_epochs: int = 1,
         num_large_crops: int = 2,
-        rotation_weight: float = 0.4,
-        rotation_hidden_dim: int = 2048,
-        rotation_num_layers: int = 2,
+        **base_options: Any,
     ) -> None:
-        super().__init__(
-            backbone,
-            cifar_stem,
-            backbone_width,
-            optimizer,
-            channels_last,
-            base_momentum,
-            final_momentum,
-        )
+        super().__init__(optimizer=optimizer, base_momentum=base_momentum, **base_options)
         self.head = DINOHead(
             self.num_features,
             proj_hidden_dim,
@@ -97,13 +86,16 @@ class DINO(RotationAuxMixin, MomentumMethod):
         self.warmup_teacher_temperature_epochs = warmup_teacher_temperature_epochs
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.num_large_crops = num_large_crops
-        self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
 
     @torch.no_grad()
     def teacher(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """Teacher outputs of each of ``views``, without gradient."""
         features = multicrop_features(self.teacher_backbone, views)
         return list(self.teacher_head(features).chunk(len(views)))
+
+    @property
+    def num_global_views(self) -> int:
+        return self.num_large_crops
 
     def current_teacher_temperature(self) -> float:
         return teacher_temperature(

@@ -4,18 +4,25 @@ symmetrised loss of Chen & He, "Exploring Simple Siamese Representation Learning
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rotaux.backbones import BackboneName
 from rotaux.losses.moco import moco_loss
 from rotaux.methods.momentum import MomentumMethod
+from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
 from rotaux.optim import OptimizerConfig
 from rotaux.queue import FeatureQueue
 
 
+@register_method(
+    "mocov2plus",
+    paper='Chen et al., "Improved Baselines with Momentum Contrastive Learning", 2020 '
+    "(solo-learn's v2+)",
+)
 class MoCoV2Plus(RotationAuxMixin, MomentumMethod):
     """MoCo v2+ with the rotation auxiliary.
 
@@ -29,45 +36,27 @@ class MoCoV2Plus(RotationAuxMixin, MomentumMethod):
     across devices; use ``trainer.sync_batchnorm``. Defaults are solo-learn's CIFAR recipe
     (``scripts/pretrain/cifar/mocov2plus.yaml``): projector 2048 -> 256, temperature 0.2, queue
     32768, momentum 0.99 -> 0.999, SGD with lr 0.3 for a batch of 256 and weight decay 1e-4.
-    ``rotation_weight=0.4`` is E-SSL's lambda (Dangovski et al., 2022).
 
     Args:
+        optimizer: optimizer and schedule (this recipe's by default).
+        final_momentum: EMA momentum of the key encoder at the last step.
         proj_hidden_dim: hidden width of the projector.
         proj_output_dim: output width of the projector (the embedding compared by the loss).
         temperature: softmax temperature of the InfoNCE loss.
         queue_size: number of negative keys kept per view.
-        rotation_weight: weight of the rotation loss; 0 trains plain MoCo v2+ with no rotation
-            work.
-        rotation_hidden_dim: hidden width of the rotation head.
-        rotation_num_layers: linear layers in the rotation head.
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
         optimizer: OptimizerConfig = OptimizerConfig(name="sgd", lr=0.3, weight_decay=1e-4),
-        channels_last: bool = True,
-        base_momentum: float = 0.99,
         final_momentum: float = 0.999,
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 256,
         temperature: float = 0.2,
         queue_size: int = 32768,
-        rotation_weight: float = 0.4,
-        rotation_hidden_dim: int = 2048,
-        rotation_num_layers: int = 2,
+        **base_options: Any,
     ) -> None:
-        super().__init__(
-            backbone,
-            cifar_stem,
-            backbone_width,
-            optimizer,
-            channels_last,
-            base_momentum,
-            final_momentum,
-        )
+        super().__init__(optimizer=optimizer, final_momentum=final_momentum, **base_options)
         self.projector = nn.Sequential(
             nn.Linear(self.num_features, proj_hidden_dim),
             nn.ReLU(inplace=True),
@@ -77,7 +66,6 @@ class MoCoV2Plus(RotationAuxMixin, MomentumMethod):
         self.key_projector = self.momentum_copy(self.projector)
         self.temperature = temperature
         self.queues = nn.ModuleList([FeatureQueue(queue_size, proj_output_dim) for _ in range(2)])
-        self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
 
     def query(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features and queries of the query encoder."""

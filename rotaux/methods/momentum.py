@@ -7,10 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from rotaux.backbones import BackboneName
 from rotaux.ema import cosine_momentum, ema_update_
 from rotaux.methods.base import SSLMethod
-from rotaux.optim import OptimizerConfig
 
 
 class MomentumMethod(SSLMethod):
@@ -26,16 +24,9 @@ class MomentumMethod(SSLMethod):
     """
 
     def __init__(
-        self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
-        optimizer: OptimizerConfig = OptimizerConfig(),
-        channels_last: bool = True,
-        base_momentum: float = 0.99,
-        final_momentum: float = 1.0,
+        self, base_momentum: float = 0.99, final_momentum: float = 1.0, **base_options: Any
     ) -> None:
-        super().__init__(backbone, cifar_stem, backbone_width, optimizer, channels_last)
+        super().__init__(**base_options)
         self.base_momentum = base_momentum
         self.final_momentum = final_momentum
         self._momentum_pairs: list[tuple[nn.Module, nn.Module]] = []
@@ -52,9 +43,11 @@ class MomentumMethod(SSLMethod):
             self.global_step, self.total_steps, self.base_momentum, self.final_momentum
         )
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
         momentum = self.current_momentum()
-        super().optimizer_step(*args, **kwargs)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         for online, target in self._momentum_pairs:
             ema_update_(target, online, momentum)
 

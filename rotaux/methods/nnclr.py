@@ -3,19 +3,25 @@ Learning of Visual Representations", ICCV 2021."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rotaux.backbones import BackboneName
 from rotaux.heads import MLP
 from rotaux.losses.nnclr import nearest_neighbours, nnclr_loss
 from rotaux.methods.base import SSLMethod
+from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
 from rotaux.optim import OptimizerConfig
 from rotaux.queue import FeatureQueue
 
 
+@register_method(
+    "nnclr",
+    paper='Dwibedi et al., "With a Little Help from My Friends", ICCV 2021',
+)
 class NNCLR(RotationAuxMixin, SSLMethod):
     """NNCLR with the rotation auxiliary.
 
@@ -26,37 +32,28 @@ class NNCLR(RotationAuxMixin, SSLMethod):
     saved in checkpoints. Defaults are solo-learn's CIFAR recipe
     (``scripts/pretrain/cifar/nnclr.yaml``): a 3-layer projector 2048 -> 256 ending in
     BatchNorm, predictor 4096 -> 256, temperature 0.2, support set 65536, LARS with lr 0.4 for a
-    batch of 256, eta 0.02 and weight decay 1e-5. ``rotation_weight=0.4`` is E-SSL's lambda
-    (Dangovski et al., 2022).
+    batch of 256, eta 0.02 and weight decay 1e-5.
 
     Args:
+        optimizer: optimizer and schedule (this recipe's by default).
         proj_hidden_dim: hidden width of the projector.
         proj_output_dim: output width of projector and predictor.
         pred_hidden_dim: hidden width of the predictor.
         temperature: softmax temperature of the contrastive loss.
         queue_size: number of projections in the support set.
-        rotation_weight: weight of the rotation loss; 0 trains plain NNCLR with no rotation work.
-        rotation_hidden_dim: hidden width of the rotation head.
-        rotation_num_layers: linear layers in the rotation head.
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
         optimizer: OptimizerConfig = OptimizerConfig(lr=0.4, weight_decay=1e-5),
-        channels_last: bool = True,
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 256,
         pred_hidden_dim: int = 4096,
         temperature: float = 0.2,
         queue_size: int = 65536,
-        rotation_weight: float = 0.4,
-        rotation_hidden_dim: int = 2048,
-        rotation_num_layers: int = 2,
+        **base_options: Any,
     ) -> None:
-        super().__init__(backbone, cifar_stem, backbone_width, optimizer, channels_last)
+        super().__init__(optimizer=optimizer, **base_options)
         self.projector = nn.Sequential(
             MLP(self.num_features, proj_hidden_dim, proj_output_dim, num_layers=3),
             nn.BatchNorm1d(proj_output_dim),
@@ -64,7 +61,6 @@ class NNCLR(RotationAuxMixin, SSLMethod):
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
         self.temperature = temperature
         self.support_set = FeatureQueue(queue_size, proj_output_dim)
-        self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
 
     def online(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Backbone features, projections and predictions of ``images``."""

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from rotaux.backbones import BackboneName
 from rotaux.heads import MLP
 from rotaux.losses.simsiam import simsiam_loss
 from rotaux.methods.base import SSLMethod
+from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
 from rotaux.optim import OptimizerConfig
 
 
+@register_method(
+    "simsiam",
+    paper='Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021',
+)
 class SimSiam(RotationAuxMixin, SSLMethod):
     """SimSiam with the rotation auxiliary.
 
@@ -21,38 +27,28 @@ class SimSiam(RotationAuxMixin, SSLMethod):
     recipe (``scripts/pretrain/cifar/simsiam.yaml``): projector 2048 -> 2048, predictor hidden
     width 512, SGD with lr 0.5 for a batch of 256 and weight decay 1e-5. The predictor follows
     the same cosine schedule as the rest of the network (the paper's fixed predictor rate is
-    not used). ``rotation_weight=0.4`` is E-SSL's lambda (Dangovski et al., 2022).
+    not used).
 
     Args:
+        optimizer: optimizer and schedule (this recipe's by default).
         proj_hidden_dim: hidden width of the projector.
         proj_output_dim: output width of projector and predictor.
         pred_hidden_dim: hidden (bottleneck) width of the predictor.
-        rotation_weight: weight of the rotation loss; 0 trains plain SimSiam with no rotation
-            work.
-        rotation_hidden_dim: hidden width of the rotation head.
-        rotation_num_layers: linear layers in the rotation head.
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
         optimizer: OptimizerConfig = OptimizerConfig(name="sgd", lr=0.5, weight_decay=1e-5),
-        channels_last: bool = True,
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 2048,
         pred_hidden_dim: int = 512,
-        rotation_weight: float = 0.4,
-        rotation_hidden_dim: int = 2048,
-        rotation_num_layers: int = 2,
+        **base_options: Any,
     ) -> None:
-        super().__init__(backbone, cifar_stem, backbone_width, optimizer, channels_last)
+        super().__init__(optimizer=optimizer, **base_options)
         self.projector = MLP(
             self.num_features, proj_hidden_dim, proj_output_dim, num_layers=3, last_batch_norm=True
         )
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
-        self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Backbone features, projections and predictions of ``images``."""

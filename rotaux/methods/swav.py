@@ -4,17 +4,18 @@ Assignments", NeurIPS 2020."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rotaux.backbones import BackboneName
 from rotaux.distributed import rank, world_size
 from rotaux.errors import RotauxError
 from rotaux.heads import MLP, Prototypes
 from rotaux.losses.swav import sinkhorn, swav_loss
 from rotaux.methods.base import SSLMethod
+from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
 from rotaux.optim import OptimizerConfig
 from rotaux.queue import FeatureQueue
@@ -38,6 +39,11 @@ def check_large_crops(method: str, views: list[torch.Tensor], num_large_crops: i
         )
 
 
+@register_method(
+    "swav",
+    paper='Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster '
+    'Assignments", NeurIPS 2020',
+)
 class SwAV(RotationAuxMixin, SSLMethod):
     """SwAV with the rotation auxiliary.
 
@@ -53,9 +59,10 @@ class SwAV(RotationAuxMixin, SSLMethod):
     solo-learn's CIFAR recipe (``scripts/pretrain/cifar/swav.yaml``): projector 2048 -> 128,
     3000 prototypes, temperature 0.1, Sinkhorn 3 iterations with epsilon 0.05, queue 3840 from
     epoch 50, prototypes frozen for 2 epochs, LARS with lr 0.6 for a batch of 256, eta 0.02 and
-    weight decay 1e-6. ``rotation_weight=0.4`` is E-SSL's lambda (Dangovski et al., 2022).
+    weight decay 1e-6.
 
     Args:
+        optimizer: optimizer and schedule (this recipe's by default).
         proj_hidden_dim: hidden width of the projector.
         proj_output_dim: output width of the projector (the embedding scored by the prototypes).
         num_prototypes: number of prototypes (clusters).
@@ -66,18 +73,11 @@ class SwAV(RotationAuxMixin, SSLMethod):
         queue_start_epoch: first epoch whose codes use the queue (it fills from the start).
         freeze_prototypes_epochs: epochs during which the prototypes get no gradient.
         num_large_crops: how many leading views are large crops that receive codes.
-        rotation_weight: weight of the rotation loss; 0 trains plain SwAV with no rotation work.
-        rotation_hidden_dim: hidden width of the rotation head.
-        rotation_num_layers: linear layers in the rotation head.
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
         optimizer: OptimizerConfig = OptimizerConfig(lr=0.6, weight_decay=1e-6),
-        channels_last: bool = True,
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 128,
         num_prototypes: int = 3000,
@@ -88,11 +88,9 @@ class SwAV(RotationAuxMixin, SSLMethod):
         queue_start_epoch: int = 50,
         freeze_prototypes_epochs: int = 2,
         num_large_crops: int = 2,
-        rotation_weight: float = 0.4,
-        rotation_hidden_dim: int = 2048,
-        rotation_num_layers: int = 2,
+        **base_options: Any,
     ) -> None:
-        super().__init__(backbone, cifar_stem, backbone_width, optimizer, channels_last)
+        super().__init__(optimizer=optimizer, **base_options)
         self.projector = MLP(self.num_features, proj_hidden_dim, proj_output_dim)
         self.prototypes = Prototypes(proj_output_dim, num_prototypes)
         self.temperature = temperature
@@ -109,7 +107,10 @@ class SwAV(RotationAuxMixin, SSLMethod):
             if queue_size > 0
             else []
         )
-        self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
+
+    @property
+    def num_global_views(self) -> int:
+        return self.num_large_crops
 
     def embed(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Backbone features of the first view and L2-normalised projections of every view."""

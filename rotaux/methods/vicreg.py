@@ -3,16 +3,22 @@ Self-Supervised Learning", ICLR 2022."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from rotaux.backbones import BackboneName
 from rotaux.heads import MLP
 from rotaux.losses.vicreg import vicreg_loss
 from rotaux.methods.base import SSLMethod
+from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
 from rotaux.optim import OptimizerConfig
 
 
+@register_method(
+    "vicreg",
+    paper='Bardes et al., "VICReg", ICLR 2022',
+)
 class VICReg(RotationAuxMixin, SSLMethod):
     """VICReg with the rotation auxiliary.
 
@@ -21,41 +27,32 @@ class VICReg(RotationAuxMixin, SSLMethod):
     decorrelated (covariance). The projector has three layers as in the paper;
     defaults are solo-learn's CIFAR recipe (``scripts/pretrain/cifar/vicreg.yaml``): width 2048,
     LARS with lr 0.3 for a batch of 256, eta 0.02 and weight decay 1e-4; the loss weights 25/25/1
-    are the paper's. ``rotation_weight=0.4`` is E-SSL's lambda (Dangovski et al., 2022).
+    are the paper's.
 
     Args:
+        optimizer: optimizer and schedule (this recipe's by default).
         proj_hidden_dim: hidden width of the projector.
         proj_output_dim: output width of the projector.
         invariance_weight: weight of the invariance (mean squared error) term (lambda).
         variance_weight: weight of the variance term (mu).
         covariance_weight: weight of the covariance term (nu).
-        rotation_weight: weight of the rotation loss; 0 trains plain VICReg with no rotation work.
-        rotation_hidden_dim: hidden width of the rotation head.
-        rotation_num_layers: linear layers in the rotation head.
     """
 
     def __init__(
         self,
-        backbone: BackboneName = "resnet18",
-        cifar_stem: bool = False,
-        backbone_width: int = 64,
         optimizer: OptimizerConfig = OptimizerConfig(lr=0.3, weight_decay=1e-4),
-        channels_last: bool = True,
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 2048,
         invariance_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
-        rotation_weight: float = 0.4,
-        rotation_hidden_dim: int = 2048,
-        rotation_num_layers: int = 2,
+        **base_options: Any,
     ) -> None:
-        super().__init__(backbone, cifar_stem, backbone_width, optimizer, channels_last)
+        super().__init__(optimizer=optimizer, **base_options)
         self.projector = MLP(self.num_features, proj_hidden_dim, proj_output_dim, num_layers=3)
         self.invariance_weight = invariance_weight
         self.variance_weight = variance_weight
         self.covariance_weight = covariance_weight
-        self.setup_rotation_head(rotation_weight, rotation_hidden_dim, rotation_num_layers)
 
     def project(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features and projections of ``images``."""

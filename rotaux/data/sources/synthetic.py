@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
+
+from rotaux.data.sources.base import DataSource, SplitDatasets
+from rotaux.errors import RotauxError
 
 
 class SyntheticImages(Dataset):
@@ -71,3 +75,52 @@ def _draw(
     image = torch.where(inside.unsqueeze(1), triangle, background) + texture
     image = image + 0.03 * torch.randn(image.shape, generator=generator)
     return (image.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class Synthetic(DataSource):
+    """:class:`SyntheticImages` generated in memory: a training set and a validation set drawn
+    with the next seed. For tests and smoke runs.
+
+    Args:
+        size: training images.
+        classes: number of classes.
+        side: image side in pixels.
+        val_fraction: validation images as a fraction of ``size`` (at least one per class).
+        seed: seed of the training images (the validation images use ``seed + 1``).
+    """
+
+    size: int = 2048
+    classes: int = 10
+    side: int = 32
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.classes < 1 or self.side < 1:
+            raise RotauxError(
+                f"Synthetic needs size, classes and side >= 1, got size={self.size}, "
+                f"classes={self.classes}, side={self.side}."
+            )
+
+    @property
+    def image_size(self) -> int:
+        return self.side
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return (0.5, 0.5, 0.5)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return (0.25, 0.25, 0.25)
+
+    @property
+    def native_size(self) -> int:
+        return self.side
+
+    def load(self) -> SplitDatasets:
+        train = SyntheticImages(self.size, self.classes, self.side, seed=self.seed)
+        val_size = max(self.classes, round(self.size * self.val_fraction))
+        val = SyntheticImages(val_size, self.classes, self.side, seed=self.seed + 1)
+        return SplitDatasets(train, val, train.classes)
