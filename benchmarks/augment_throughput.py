@@ -2,9 +2,10 @@
 that runs on the training device.
 
 Both make BYOL's two views (``byol_views``: blur only at 96 pixels and up) plus the rotation
-crop (the first view's augmentation, as ``SSLDataModule`` with ``rotation_source="crop"``) from
-every source image, at two resolutions: 32x32 crops of 32x32 images (CIFAR) and 224x224 crops of
-256x256 images (ImageNet after a fixed resize). Inputs are random uint8 images of that size.
+crop (the first view's augmentation, as ``SSLDataModule`` makes it for a model with
+``rotation_source="crop"``, the default) from every source image, at two resolutions: 32x32
+crops of 32x32 images (CIFAR) and 224x224 crops of 256x256 images (ImageNet after a fixed
+resize). Inputs are random uint8 images of that size.
 
 What is timed
     *per-image*: ``rotaux.data.transforms.view_transform`` called on one ``(3, H, W)`` uint8

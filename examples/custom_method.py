@@ -1,6 +1,7 @@
 """A user-side variant of BYOL: a deeper projector, everything else inherited.
 
-Through the command line (the class is found on PYTHONPATH; all BYOL options still apply):
+Through the command line (the class is found on PYTHONPATH; all BYOL options still apply, the
+backbone's and the rotation options included, since they are passed on to BYOL):
 
     PYTHONPATH=examples rotaux fit --config configs/smoke.yaml \
         --model custom_method.DeepProjectorBYOL --model.proj_num_layers 3
@@ -17,7 +18,8 @@ from typing import Any
 import lightning
 from torch import nn
 
-from rotaux import BYOL, OnlineLinearProbe, SSLDataModule
+from rotaux import BYOL, OnlineLinearProbe, ResNet, SSLDataModule
+from rotaux.data import Synthetic
 from rotaux.heads import MLP
 
 
@@ -28,10 +30,11 @@ class DeepProjectorBYOL(BYOL):
         proj_num_layers: linear layers in the projector.
     """
 
-    def __init__(self, proj_num_layers: int = 3, **kwargs: Any) -> None:
-        # BYOL.__init__ builds the projector (and its EMA target) through build_projector
+    def __init__(self, proj_num_layers: int = 3, **base_options: Any) -> None:
+        # BYOL.__init__ builds the projector (and its EMA target) through build_projector; every
+        # other option (BYOL's, the rotation options, the backbone) goes on to it
         self.proj_num_layers = proj_num_layers
-        super().__init__(**kwargs)
+        super().__init__(**base_options)
 
     def build_projector(self, in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
         return MLP(in_dim, hidden_dim, out_dim, num_layers=self.proj_num_layers)
@@ -41,14 +44,13 @@ def main() -> None:
     lightning.seed_everything(0)
     model = DeepProjectorBYOL(
         proj_num_layers=3,
-        cifar_stem=True,
-        backbone_width=16,
+        backbone=ResNet("resnet18", cifar_stem=True, width=16),
         proj_hidden_dim=512,
         proj_output_dim=128,
         pred_hidden_dim=512,
         rotation_hidden_dim=256,
     )
-    data = SSLDataModule(dataset="synthetic", batch_size=64, num_workers=2)
+    data = SSLDataModule(Synthetic(size=2048), batch_size=64, num_workers=2)
     trainer = lightning.Trainer(
         max_epochs=1,
         precision="bf16-mixed",

@@ -43,10 +43,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        # a pickle naming a class that is not allow-listed; any other unpickling error (a text
+        # file, a truncated download) means the file is no checkpoint at all
+        unsupported = [line for line in str(error).splitlines() if "Unsupported global" in line]
+        if unsupported:
             raise CheckpointError(
                 f"{path} holds Python objects that rotaux does not load without trusting them "
-                f"({str(error).splitlines()[-1].strip()}). If it comes from a custom class of "
+                f"({unsupported[0].strip()}). If it comes from a custom class of "
                 "yours (a backbone, a config), import that class before loading; rotaux "
                 "registers Backbone subclasses and its own configs automatically."
             ) from error

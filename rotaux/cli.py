@@ -20,10 +20,18 @@ import rotaux.methods  # noqa: F401 - registers the methods for `--model <Name>`
 from rotaux import export
 from rotaux.architecture import read_checkpoint
 from rotaux.backbones.base import legacy_resnet_record
-from rotaux.callbacks import CompileBackbones, DivergenceGuard, OnlineLinearProbe, TrainingClock
+from rotaux.callbacks import (
+    CollapseMonitor,
+    CompileBackbones,
+    DivergenceGuard,
+    EmbeddingPlot,
+    OnlineLinearProbe,
+    TrainingClock,
+)
 from rotaux.checkpointing import PreemptionCheckpoint, find_resume_checkpoint
-from rotaux.data import SSLDataModule
+from rotaux.data import SSLDataModule, imagenet100, shards_convert
 from rotaux.errors import RotauxError
+from rotaux.eval import command as eval_command
 from rotaux.methods import SSLMethod
 
 
@@ -101,6 +109,8 @@ class RotauxCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(OnlineLinearProbe, "linear_probe")
         parser.add_lightning_class_args(TrainingClock, "clock")
+        parser.add_lightning_class_args(CollapseMonitor, "collapse")
+        parser.add_lightning_class_args(EmbeddingPlot, "embedding_plot")
         parser.add_lightning_class_args(DivergenceGuard, "divergence")
         parser.add_lightning_class_args(CompileBackbones, "compile")
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
@@ -188,6 +198,9 @@ def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
 
 EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "export": (export.main, "write a checkpoint's backbone for torchvision/timm/rotaux"),
+    "eval": (eval_command.main, "evaluate a backbone: linear, knn, finetune, semisup, transfer"),
+    "shards": (shards_convert.main, "pack an image folder or file list into shards"),
+    "imagenet100": (imagenet100.main, "build ImageNet-100 (CMC's classes) from ImageNet-1k"),
 }
 """rotaux's own subcommands beside Lightning's fit/validate/test/predict: name -> (entry point
 taking the remaining arguments and returning the exit status, one-line description)."""

@@ -7,19 +7,21 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from rotaux.distributed import gather_no_grad
+from rotaux.staging import StagedUpdates
 
 
-class FeatureQueue(nn.Module):
+class FeatureQueue(StagedUpdates):
     """The ``size`` most recent rows pushed by all ranks, as buffers saved in checkpoints.
 
     :meth:`push` gathers the rows of every rank (in rank order, as one process holding the global
-    batch would see them) and writes them over the oldest slots, so every rank holds the same
-    queue. ``rows`` is read in slot order; ``pointer`` is the slot written next (the oldest row
-    once the queue is full). Writes go to the buffer in place: read the queue into a loss before
-    pushing the step's rows, so the rows of a step are never compared with themselves.
+    batch would see them) and stages them; :meth:`commit` writes them over the oldest slots, so
+    every rank holds the same queue. During training the method commits after each optimizer
+    step (:mod:`rotaux.staging`), so a step reads the queue of the steps before it, never its own
+    rows, and a step that the divergence guard drops leaves the queue as it was. Outside a
+    Trainer, call :meth:`commit` after :meth:`push`. ``rows`` is read in slot order;
+    ``pointer`` is the slot written next (the oldest row once the queue is full).
 
     Args:
         size: number of rows kept.
@@ -48,12 +50,15 @@ class FeatureQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, values: torch.Tensor) -> None:
-        """Append ``values`` (``(n, dim)`` on each rank) from all ranks, dropping the oldest rows.
+        """Gather ``values`` (``(n, dim)`` on each rank) from all ranks and stage them; the
+        queue takes them, dropping its oldest rows, at :meth:`commit`."""
+        self.stage(gather_no_grad(values.detach().to(self.rows.dtype)))
 
-        Slots are computed on the device, so pushing never waits for the host; when more rows
-        arrive than the queue holds, only the newest ``size`` are kept.
-        """
-        values = gather_no_grad(values.detach().to(self.rows.dtype))
+    @torch.no_grad()
+    def apply_staged(self, values: torch.Tensor) -> None:
+        """Write gathered ``values`` over the oldest rows. Slots are computed on the device, so
+        this never waits for the host; when more rows arrive than the queue holds, only the
+        newest ``size`` are kept."""
         count = len(values)
         kept = min(count, self.size)
         offsets = torch.arange(count - kept, count, device=self.rows.device)
@@ -63,7 +68,7 @@ class FeatureQueue(nn.Module):
         self.filled.add_(count).clamp_(max=self.size)
 
     def is_full(self) -> bool:
-        """Whether every slot holds a pushed row. Reads the device until the answer is first
+        """Whether every slot holds a committed row. Reads the device until the answer is first
         ``True``; a queue never empties, so later calls cost nothing."""
         if not self._known_full:
             self._known_full = bool(self.filled >= self.size)
@@ -72,3 +77,4 @@ class FeatureQueue(nn.Module):
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._known_full = False
+        self.discard()

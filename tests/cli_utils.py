@@ -11,14 +11,15 @@ import yaml
 
 from rotaux.cli import main
 
+TINY_BACKBONE = ["--model.backbone.width", "8", "--model.backbone.cifar_stem", "true"]
+"""The tiny run's backbone: the default ResNet-18 at width 8 with the CIFAR stem. A model whose
+backbone has no default (LinearEval) needs ``--model.backbone ResNet`` before these."""
+
 TINY_RUN = [
-    "--model.backbone_width",
-    "8",
-    "--model.cifar_stem",
-    "true",
+    *TINY_BACKBONE,
     "--data.dataset",
-    "synthetic",
-    "--data.synthetic_size",
+    "Synthetic",
+    "--data.dataset.size",
     "48",
     "--data.batch_size",
     "16",
@@ -94,14 +95,31 @@ def check_rotation_switch(tmp_path: Path, model: str, rotation: bool, *extra: st
         assert all(row["train/loss"] == row["train/ssl_loss"] for row in steps)
 
 
+def constructor_options(method: type) -> set[str]:
+    """Every option ``method`` accepts: the named parameters of its own ``__init__`` and of the
+    ``__init__`` of every class in its MRO, since each forwards ``**base_options`` to the next
+    (``self``, ``*args`` and ``**kwargs`` catches are not options)."""
+    catches = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {
+        name
+        for cls in method.__mro__
+        if "__init__" in vars(cls)
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and parameter.kind not in catches
+    }
+
+
 def printed_model_options(capsys: pytest.CaptureFixture, model: str, method: type) -> dict:
     """The ``init_args`` that ``rotaux fit --model <model> --print_config`` prints, after checking
-    that they are exactly the constructor's parameters, the rotation options included."""
+    that they are exactly the options of the method and of the classes it forwards
+    ``**base_options`` to: its own, the rotation options and the base options."""
     with pytest.raises(SystemExit):
         main(["fit", "--model", model, "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)["model"]
     assert printed["class_path"] == model
-    options = set(inspect.signature(method.__init__).parameters) - {"self"}
+    options = constructor_options(method)
     assert {"rotation_weight", "rotation_hidden_dim", "rotation_num_layers"} <= options
+    assert {"rotation_source", "rotation_copies", "rotation_crop_size"} <= options
+    assert {"backbone", "optimizer", "channels_last"} <= options
     assert set(printed["init_args"]) == options
     return printed["init_args"]

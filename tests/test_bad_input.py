@@ -5,11 +5,15 @@ import re
 
 import pytest
 import torch
-from cli_utils import TINY_RUN, fit_tiny
+from cli_utils import TINY_RUN, fit_tiny, read_metrics
+from lightning import Trainer
 from PIL import Image
+from torch.utils.data import DataLoader
 
+from rotaux.architecture import Architecture, CheckpointError
+from rotaux.backbones import ResNet, WideResNet
 from rotaux.cli import main
-from rotaux.data import SSLDataModule
+from rotaux.data import CIFAR10, ImageFolder, RotationInput, SSLDataModule, Synthetic
 from rotaux.errors import RotauxError
 from rotaux.methods import BYOL
 
@@ -31,10 +35,13 @@ def _image_folder(root, classes=("cat", "dog"), per_class=4, split="train", side
     return root
 
 
-def _setup(root, **kwargs) -> SSLDataModule:
-    options = dict(dataset="imagefolder", root=str(root), image_size=32, batch_size=2)
-    options.update(num_workers=0, download=False, **kwargs)
-    data = SSLDataModule(**options)
+def _setup(root, image_size: int = 32, **source_options) -> SSLDataModule:
+    data = SSLDataModule(
+        ImageFolder(str(root), **source_options),
+        image_size=image_size,
+        batch_size=2,
+        num_workers=0,
+    )
     data.setup("fit")
     return data
 
@@ -120,41 +127,37 @@ def test_val_classes_must_match_train_classes(tmp_path):
 
 def test_crop_larger_than_the_images(tmp_path):
     _image_folder(tmp_path, side=32)
-    with pytest.raises(RotauxError, match="Crop size 64 is larger than the imagefolder images"):
+    with pytest.raises(RotauxError, match="Crop size 64 is larger than the ImageFolder images"):
         _setup(tmp_path, image_size=64)
-    with pytest.raises(RotauxError, match="Crop size 48 .*rotation_crop_size"):
-        SSLDataModule(
-            "synthetic",
-            batch_size=2,
-            num_workers=0,
-            synthetic_size=8,
-            with_rotation=True,
-            rotation_crop_size=48,
-        ).setup("fit")
+    data = SSLDataModule(Synthetic(size=8), batch_size=2, num_workers=0)
+    data.rotation = RotationInput(crop_size=48)
+    with pytest.raises(RotauxError, match="Crop size 48 .*--model.rotation_crop_size"):
+        data.setup("fit")
 
 
 def test_training_set_smaller_than_one_batch(tmp_path):
-    data = SSLDataModule("synthetic", batch_size=16, num_workers=0, synthetic_size=8)
+    data = SSLDataModule(Synthetic(size=8), batch_size=16, num_workers=0)
     with pytest.raises(RotauxError, match="has 8 images, fewer than one global batch"):
         data.setup("fit")
 
 
 def test_cifar_without_download_names_root_and_imagefolder(tmp_path):
-    data = SSLDataModule("cifar10", root=str(tmp_path), download=False, num_workers=0)
+    data = SSLDataModule(CIFAR10(root=str(tmp_path), download=False), num_workers=0)
     with pytest.raises(RotauxError) as info:
         data.setup("fit")
     message = str(info.value)
-    assert "--data.root" in message and str(tmp_path) in message
-    assert "--data.dataset imagefolder" in message
+    assert "Could not load CIFAR10 from --data.dataset.root" in message
+    assert str(tmp_path) in message
+    assert "--data.dataset ImageFolder --data.dataset.root" in message
 
 
-def _byol(width: int) -> BYOL:
+def _byol(width: int, rotation_weight: float = 0.4) -> BYOL:
     return BYOL(
-        backbone_width=width,
-        cifar_stem=True,
+        backbone=ResNet(width=width, cifar_stem=True),
         proj_hidden_dim=16,
         proj_output_dim=8,
         pred_hidden_dim=16,
+        rotation_weight=rotation_weight,
         rotation_hidden_dim=16,
     )
 
@@ -162,7 +165,7 @@ def _byol(width: int) -> BYOL:
 def test_checkpoint_of_another_architecture(tmp_path):
     checkpoint = {"state_dict": _byol(8).state_dict()}
     _byol(8).on_save_checkpoint(checkpoint)
-    with pytest.raises(RotauxError, match="'backbone_width': 8.*'backbone_width': 16"):
+    with pytest.raises(CheckpointError, match="BYOL with backbone ResNet.*width=8.*width=16"):
         _byol(16).on_load_checkpoint(checkpoint)
     _byol(8).on_load_checkpoint(checkpoint)  # the same architecture loads
 
@@ -172,7 +175,39 @@ def test_checkpoint_of_another_architecture(tmp_path):
     path = tmp_path / "byol.ckpt"
     torch.save(checkpoint, path)
     with pytest.raises(RotauxError, match="config.yaml"):
-        BYOL.load_from_checkpoint(path, backbone_width=16, weights_only=False)
+        BYOL.load_from_checkpoint(
+            path, backbone=ResNet(width=16, cifar_stem=True), weights_only=False
+        )
+
+
+def test_checkpoint_with_and_without_a_rotation_head():
+    with_head, without_head = {}, {}
+    _byol(8).on_save_checkpoint(with_head)
+    _byol(8, rotation_weight=0.0).on_save_checkpoint(without_head)
+    assert (with_head["rotaux_architecture"]["rotation_head"]) is True
+    assert (without_head["rotaux_architecture"]["rotation_head"]) is False
+    with pytest.raises(CheckpointError, match="has a rotation head .*built with rotation_weight 0"):
+        _byol(8, rotation_weight=0.0).on_load_checkpoint(with_head)
+    with pytest.raises(CheckpointError, match="has no rotation head .*rotation_weight > 0"):
+        _byol(8).on_load_checkpoint(without_head)
+
+
+def test_architecture_of_another_method_or_backbone_family_does_not_load():
+    resnet, wide = ResNet(width=8), WideResNet(16, 1)
+    with pytest.raises(CheckpointError, match="written by SimCLR .*this run builds BYOL"):
+        Architecture("SimCLR", resnet).check_loads_into(Architecture("BYOL", resnet))
+    with pytest.raises(CheckpointError, match="WideResNet"):
+        Architecture("BYOL", resnet).check_loads_into(Architecture("BYOL", wide))
+    # unknown rotation heads (None) are not compared
+    Architecture("BYOL", resnet, None).check_loads_into(Architecture("BYOL", resnet, True))
+    Architecture("BYOL", resnet, False).check_loads_into(Architecture("BYOL", resnet, None))
+
+
+def test_rotaux_0_1_architecture_record_is_converted():
+    legacy = {"method": "BYOL", "backbone": "resnet34", "cifar_stem": True, "backbone_width": 16}
+    architecture = Architecture.from_checkpoint({"rotaux_architecture": legacy})
+    assert architecture == Architecture("BYOL", ResNet("resnet34", cifar_stem=True, width=16))
+    assert Architecture.from_checkpoint({}) is None
 
 
 def test_cli_unknown_key(capsys):
@@ -220,15 +255,55 @@ def test_cli_negative_rotation_weight(capsys):
 
 def test_cli_data_error(capsys, tmp_path):
     err = _cli_error(
-        capsys, "--data.dataset", "imagefolder", "--data.root", str(tmp_path / "missing")
+        capsys, "--data.dataset", "ImageFolder", "--data.dataset.root", str(tmp_path / "missing")
     )
     assert "rotaux: error: Data root" in err and "does not exist" in err
 
 
-def test_cli_rotation_weight_without_rotation_data(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        fit_tiny(tmp_path, "BYOL", "--data.with_rotation", "false")
-    assert exit_info.value.code == 2
-    assert "rotaux: error: rotation_weight > 0 but the batch carries no rotated images" in (
-        capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (["--model.backbone_width", "8"], "--model.backbone.width"),
+        (["--model.cifar_stem", "true"], "--model.backbone.cifar_stem"),
+        (["--data.synthetic_size", "48"], "--data.dataset.size"),
+        (["--data.root", "data"], "--data.dataset.root"),
+        (["--data.rotation_copies", "1"], "--model.rotation_copies"),
+    ],
+)
+def test_cli_options_of_rotaux_0_1_name_their_new_place(capsys, old, new):
+    err = _cli_error(capsys, *old)
+    assert f"rotaux 0.2 moved this option: use {new}." in err
+
+
+def test_rotation_weight_with_data_that_has_no_rotated_images():
+    """The data module makes rotated images for the model it is set up with; data from
+    elsewhere (a plain loader) without them is an error, not a silently plain run."""
+    sample = {"views": [torch.randn(3, 32, 32)] * 2, "label": 0}
+    loader = DataLoader([sample] * 4, batch_size=4)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
+    with pytest.raises(RotauxError, match="rotation_weight > 0 but the batch carries no rotated"):
+        trainer.fit(_byol(8), train_dataloaders=loader)
+
+
+def test_cli_fit_with_rotation_sets_the_data_module_up_for_it(tmp_path):
+    """The CLI path of the test above: the data module follows the model's rotation options,
+    so every rotation source and copy count trains."""
+    run = fit_tiny(
+        tmp_path,
+        "BYOL",
+        "--model.rotation_source",
+        "views",
+        "--model.rotation_copies",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+    )
+    logged = set().union(*read_metrics(run))
+    assert {"train/rot_loss", "train/rot_acc"} <= logged

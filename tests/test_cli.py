@@ -7,7 +7,8 @@ import torch
 import yaml
 from cli_utils import TINY_RUN, fit_tiny, read_metrics
 
-from rotaux.cli import main
+from rotaux.backbones import ResNet, backbone_from_record
+from rotaux.cli import main, upgrade_hyperparameters
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,10 +48,14 @@ def test_console_script_writes_checkpoint_metrics_and_config(script_run):
     assert [row["val/linear_top1"] for row in rows if "val/linear_top1" in row][0] <= 1.0
     config = yaml.safe_load((script_run / "config.yaml").read_text())
     assert config["model"]["init_args"]["rotation_weight"] == 0.4
-    assert config["data"]["dataset"] == "synthetic"
+    dataset = config["data"]["dataset"]
+    assert dataset["class_path"].endswith("Synthetic") and dataset["init_args"]["size"] == 48
+    assert config["model"]["init_args"]["backbone"]["init_args"]["width"] == 8
     checkpoint = torch.load(script_run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 3
-    assert checkpoint["rotaux_architecture"]["backbone_width"] == 8
+    backbone = checkpoint["rotaux_architecture"]["backbone"]
+    assert backbone["class_path"] == "rotaux.backbones.resnet.ResNet"
+    assert (backbone["init_args"]["width"], backbone["init_args"]["cifar_stem"]) == (8, True)
 
 
 def test_resuming_continues_from_the_last_checkpoint(script_run, tmp_path):
@@ -98,9 +103,15 @@ def test_print_config_shows_rotation_and_data_options(capsys):
     assert config["model"]["class_path"].endswith("BYOL")
     assert (model["rotation_weight"], model["rotation_hidden_dim"]) == (0.4, 2048)
     assert model["optimizer"]["name"] == "lars"
-    for option in ("dataset", "root", "batch_size", "rotation_source", "rotation_copies"):
-        assert option in config["data"]
-    assert config["data"]["with_rotation"] is None
+    for option in ("rotation_source", "rotation_copies", "rotation_crop_size", "backbone"):
+        assert option in model
+    assert model["backbone"]["class_path"].endswith("ResNet")
+    assert model["backbone"]["init_args"]["name"] == "resnet18"
+    # the data source owns its options; the model owns the rotation options
+    assert config["data"]["dataset"]["class_path"].endswith("CIFAR10")
+    assert config["data"]["dataset"]["init_args"]["root"] == "./data"
+    assert "batch_size" in config["data"]
+    assert not {"root", "rotation_source", "rotation_copies", "with_rotation"} & set(config["data"])
     assert config["checkpoint"]["monitor"] == "val/linear_top1"
     assert config["linear_probe"]["lr"] == 0.1
 
@@ -109,8 +120,10 @@ def test_smoke_config_parses(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(REPO / "configs" / "smoke.yaml"), "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["init_args"]["backbone_width"] == 16
-    assert config["data"]["dataset"] == "synthetic"
+    backbone = config["model"]["init_args"]["backbone"]["init_args"]
+    assert (backbone["width"], backbone["cifar_stem"]) == (16, True)
+    assert config["data"]["dataset"]["class_path"].endswith("Synthetic")
+    assert config["data"]["dataset"]["init_args"]["size"] == 2048
 
 
 def test_zero_rotation_weight_runs_without_rotation(tmp_path):
@@ -131,3 +144,13 @@ def test_zero_rotation_weight_runs_without_rotation(tmp_path):
     assert not {"train/rot_loss", "train/rot_acc"} & logged
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert not [key for key in checkpoint["state_dict"] if "rotation" in key]
+
+
+def test_rotaux_0_1_hyperparameters_are_upgraded_to_a_backbone_record():
+    legacy = {"backbone": "resnet50", "cifar_stem": True, "backbone_width": 32, "lr": 1}
+    upgraded = upgrade_hyperparameters(legacy)
+    assert set(upgraded) == {"backbone", "lr"} and upgraded["lr"] == 1
+    assert backbone_from_record(upgraded["backbone"]) == ResNet("resnet50", True, 32)
+    assert legacy["backbone_width"] == 32  # the checkpoint's own dict is left alone
+    current = {"backbone": ResNet(width=8).record()}
+    assert upgrade_hyperparameters(current) == current

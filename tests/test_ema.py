@@ -5,7 +5,8 @@ import torch
 from lightning import Callback, Trainer
 from torch import nn
 
-from rotaux.data import SSLDataModule
+from rotaux.backbones import ResNet
+from rotaux.data import SSLDataModule, Synthetic
 from rotaux.ema import cosine_momentum, ema_update_
 from rotaux.methods import BYOL
 from rotaux.optim import OptimizerConfig
@@ -83,8 +84,7 @@ def test_byol_target_is_the_ema_of_the_online_network_and_never_sees_rotations()
     torch.manual_seed(0)
     batch = 8
     model = BYOL(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         channels_last=False,
         optimizer=OptimizerConfig(name="sgd", lr=0.5, warmup_epochs=0),
         proj_hidden_dim=32,
@@ -92,7 +92,7 @@ def test_byol_target_is_the_ema_of_the_online_network_and_never_sees_rotations()
         pred_hidden_dim=32,
         rotation_hidden_dim=32,
     )
-    data = SSLDataModule("synthetic", batch_size=batch, num_workers=0, synthetic_size=16)
+    data = SSLDataModule(Synthetic(size=16), batch_size=batch, num_workers=0)
     recorder = _Recorder()
     trainer = Trainer(
         accelerator="cpu",

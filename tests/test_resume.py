@@ -12,9 +12,10 @@ from cli_utils import read_metrics
 from lightning import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from rotaux.backbones import ResNet
 from rotaux.callbacks import OnlineLinearProbe
 from rotaux.checkpointing import AtomicCheckpointIO, PreemptionCheckpoint
-from rotaux.data import SSLDataModule
+from rotaux.data import SSLDataModule, Synthetic
 from rotaux.loggers import RotauxLogger
 from rotaux.methods import BYOL
 
@@ -56,21 +57,14 @@ def fit(
     `rotaux fit` configures it, with deterministic algorithms."""
     seed_everything(seed, workers=True)
     model = BYOL(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         proj_hidden_dim=64,
         proj_output_dim=32,
         pred_hidden_dim=64,
         rotation_hidden_dim=32,
-    )
-    data = SSLDataModule(
-        dataset="synthetic",
-        synthetic_size=48,
-        batch_size=16,
-        num_workers=num_workers,
         rotation_copies=1,
-        download=False,
     )
+    data = SSLDataModule(Synthetic(size=48), batch_size=16, num_workers=num_workers)
     trainer = Trainer(
         accelerator="cpu",
         devices=1,

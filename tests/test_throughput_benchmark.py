@@ -12,6 +12,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import throughput  # noqa: E402
 
+from rotaux.backbones import ResNet  # noqa: E402
+from rotaux.data import Synthetic  # noqa: E402
+from rotaux.methods import METHODS  # noqa: E402
+
 CPU = torch.device("cpu")
 
 
@@ -37,3 +41,27 @@ def test_records_every_backbone_call_of_a_step(method, rotation, calls):
     row = _measure(method, rotation)
     assert row.backbone_calls == calls
     assert row.rotation is rotation
+
+
+def test_methods_are_the_registered_ones_each_with_its_cifar10_recipe():
+    assert set(throughput.METHODS) == {
+        name for name, entry in METHODS.items() if entry.backbones == "any"
+    }
+    assert {"byol", "simclr", "swav", "dino"} <= set(throughput.METHODS)
+    for name in throughput.METHODS:
+        assert (throughput.CONFIGS / f"{name}.yaml").is_file(), name
+    args = throughput.parse_args(["--methods", "simclr", "nnclr"])
+    assert args.methods == ["simclr", "nnclr"]
+    assert throughput.parse_args([]).methods == list(throughput.METHODS)
+    with pytest.raises(SystemExit):
+        throughput.parse_args(["--methods", "no_such_method"])
+
+
+def test_the_benchmark_sets_the_recipes_backbone_width_and_synthetic_data():
+    args = throughput.parse_args(["--width", "4", "--batch-size", "8", "--device", "cpu"])
+    model, data = throughput.build("byol", True, args, total_steps=3)
+    assert model.backbone_config == ResNet("resnet18", cifar_stem=True, width=4)
+    assert data.dataset == Synthetic(size=24)
+    assert data.batch_size == 8 and model.rotation_weight > 0
+    baseline, _ = throughput.build("byol", False, args, total_steps=3)
+    assert baseline.rotation_input() is None

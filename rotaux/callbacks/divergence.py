@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 from rotaux.checkpointing import checkpoint_folder
 from rotaux.distributed import all_reduce_sum
 from rotaux.errors import RotauxError
+from rotaux.staging import discard_staged_updates, staged_buffer_ids
 
 
 class NonFiniteLossError(RotauxError):
@@ -24,9 +25,11 @@ class NonFiniteLossError(RotauxError):
 class DivergenceGuard(Callback):
     """Checks every optimizer step, just before the optimizer applies it, that the loss and the
     gradients are finite. Weights only become non-finite through such a step, so stopping or
-    skipping it there keeps the model at its last good state. The forward pass of a bad step can
-    already have written non-finite values into buffers (BatchNorm running statistics, queues,
-    centres); the guard copies the buffers before each step and puts them back.
+    skipping it there keeps the model at its last good state. Buffers are kept too: queues and
+    centres (modules of :class:`~rotaux.staging.StagedUpdates`) only stage their updates in the
+    forward pass, and the guard discards them when it drops a step; the other buffers, which a
+    forward pass writes directly (BatchNorm running statistics, a few KiB to MiB), are copied
+    before each step and put back. ``copied_bytes`` says how many bytes that copy takes.
 
     ``stop`` saves that state to ``<run>/checkpoints/before-nonfinite-step=<step>.ckpt`` and ends
     the run with an error naming the step and the logged training terms (``train/ssl_loss``,
@@ -42,10 +45,11 @@ class DivergenceGuard(Callback):
     Under fp16 mixed precision the gradient scaler already skips steps with overflowing gradients
     (and lowers its scale), so only the loss is checked there. The check costs one device-to-host
     read of a single number per optimizer step, after the backward pass (under DDP after one
-    small all-reduce, so that every rank takes the same decision), and the copy of the buffers
-    one concatenation per dtype. That read is the only time rotaux makes a training step wait
-    for the GPU (Lightning reads the logged values every ``log_every_n_steps``);
-    ``enabled=False`` removes it, and a non-finite step then reaches the weights unnoticed.
+    small all-reduce, so that every rank takes the same decision), and the copy of the directly
+    written buffers one concatenation per device and dtype. That read is the only time rotaux
+    makes a training step wait for the GPU (Lightning reads the logged values every
+    ``log_every_n_steps``); ``enabled=False`` removes it, and a non-finite step then reaches the
+    weights (and the queues and centres) unnoticed.
 
     Args:
         on_nonfinite: ``stop`` or ``skip`` (see above).
@@ -69,6 +73,8 @@ class DivergenceGuard(Callback):
         self._loss_finite: torch.Tensor | None = None
         self._saved_buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._batch_idx = 0
+        # bytes of buffers copied before the latest optimizer step
+        self.copied_bytes = 0
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
@@ -80,8 +86,11 @@ class DivergenceGuard(Callback):
         if self._loss_finite is None:
             self._saved_buffers = {
                 key: torch.cat([buffer.detach().reshape(-1) for buffer in group])
-                for key, group in _by_device_and_dtype(pl_module.buffers()).items()
+                for key, group in _by_device_and_dtype(_written_buffers(pl_module)).items()
             }
+            self.copied_bytes = sum(
+                saved.numel() * saved.element_size() for saved in self._saved_buffers.values()
+            )
 
     def on_before_backward(
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
@@ -116,6 +125,7 @@ class DivergenceGuard(Callback):
         )
         problem = _describe(trainer, loss_finite)
         self._restore_buffers(pl_module)
+        discard_staged_updates(pl_module)
         if self.on_nonfinite == "skip" and self.consecutive_skips < self.max_consecutive_skips:
             for group in optimizer.param_groups:
                 for param in group["params"]:
@@ -131,7 +141,7 @@ class DivergenceGuard(Callback):
         )
 
     def _restore_buffers(self, pl_module: LightningModule) -> None:
-        for key, group in _by_device_and_dtype(pl_module.buffers()).items():
+        for key, group in _by_device_and_dtype(_written_buffers(pl_module)).items():
             saved = self._saved_buffers[key].split([buffer.numel() for buffer in group])
             with torch.no_grad():
                 for buffer, values in zip(group, saved, strict=True):
@@ -154,6 +164,13 @@ class DivergenceGuard(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped_steps = state_dict["skipped_steps"]
         self.consecutive_skips = state_dict["consecutive_skips"]
+
+
+def _written_buffers(module: LightningModule) -> list[torch.Tensor]:
+    """The buffers that a forward pass may write directly: all but those of staged-update
+    modules, which change only when a step is committed."""
+    staged = staged_buffer_ids(module)
+    return [buffer for buffer in module.buffers() if id(buffer) not in staged]
 
 
 def _by_device_and_dtype(

@@ -10,6 +10,7 @@ from lightning import Callback, LightningModule, Trainer
 from torch.utils.data import Dataset, Subset
 from torchmetrics.classification import MulticlassAccuracy
 
+from rotaux.callbacks.evaluation_labels import switch_off_without_labels
 from rotaux.errors import RotauxError
 from rotaux.eval.features import extract_features, labeled_indices
 
@@ -77,6 +78,11 @@ class KNNMonitor(Callback):
     other validation metric). The bank is deterministic: no augmentation, and the optional
     subsample uses its own seeded generator without touching the global random state.
 
+    With ``--data.eval_dataset`` the bank holds that set's labelled training split and the
+    validation set is its validation split (the way to monitor pretraining on unlabeled
+    images); without labels anywhere the monitor is switched off with one warning that names
+    that option.
+
     The module must return pooled features from ``forward`` and expose ``num_features`` (every
     :class:`~rotaux.methods.SSLMethod` does). The bank lives on the module's device:
     ``max_bank_size`` bounds it for large training sets.
@@ -116,14 +122,18 @@ class KNNMonitor(Callback):
         self.chunk_size = chunk_size
         self.seed = seed
         self._bank: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.off = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.off = switch_off_without_labels(trainer, "The kNN monitor", ("val/knn_top1",))
+        if self.off:
+            return
         self.num_classes = trainer.datamodule.num_classes
         self.top1 = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._bank = None
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if self.off or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         self.top1.to(pl_module.device)
         self.top1.reset()
@@ -154,8 +164,8 @@ class KNNMonitor(Callback):
         labeled = labels >= 0
         if not labeled.any():
             raise RotauxError(
-                "KNNMonitor found no labelled training images for its bank; remove the "
-                "callback or train on a dataset with labels."
+                "KNNMonitor found no labelled training images for its bank; give a labelled "
+                "evaluation set with --data.eval_dataset, or remove the callback."
             )
         return features[labeled], labels[labeled]
 

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
 from torch import nn
+from torch.utils.data import Subset
 from torchmetrics.classification import MulticlassAccuracy
+
+from rotaux.callbacks.evaluation_labels import evaluation_data, switch_off_without_labels
+from rotaux.errors import RotauxError
+from rotaux.eval.features import extract_features, labeled_indices
+from rotaux.eval.linear import train_linear_classifier
 
 
 class OnlineLinearProbe(Callback):
@@ -29,6 +35,23 @@ class OnlineLinearProbe(Callback):
     MAE, 2022), so one learning rate suits every backbone width and every stage of training.
     Probe weights and optimizer state are saved in checkpoints.
 
+    Labels from a separate evaluation set (``--data.eval_dataset``, needed when the training
+    images are unlabeled): the training batches carry no labels the probe could learn from (or
+    labels of other classes), and training the probe online on ``eval_dataset``'s images would
+    take a second augmented loader and a backbone pass per step. Instead, at each validation
+    epoch the probe encodes ``eval_dataset``'s labelled training split once (un-augmented, the
+    backbone in eval mode, as the kNN monitor builds its bank), standardises the features with
+    their mean and variance and fits its linear layer on them from its seeded initialisation
+    for ``fit_epochs`` epochs (SGD with ``lr``, ``momentum`` and ``weight_decay``, cosine
+    schedule: :func:`~rotaux.eval.linear.train_linear_classifier`), then reports
+    ``val/linear_top1`` on ``eval_dataset``'s validation split. That is linear evaluation on
+    frozen features of the current backbone: comparable over epochs and across runs, costing
+    one pass over the evaluation training split per validation. Under DDP every rank encodes
+    its share, the features are gathered, and every rank fits the same classifier.
+
+    Without any labels (unlabeled training images and no ``eval_dataset``) the probe is
+    switched off with one warning that names ``--data.eval_dataset``.
+
     Online numbers track training progress; they are not the offline linear-evaluation protocol.
 
     Args:
@@ -36,20 +59,39 @@ class OnlineLinearProbe(Callback):
         momentum: SGD momentum.
         weight_decay: L2 penalty of the probe.
         seed: seed of the probe's initialisation.
+        fit_epochs: epochs of the fit on ``eval_dataset``'s cached features, at every
+            validation (only with ``--data.eval_dataset``).
     """
 
     def __init__(
-        self, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0
+        self,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        fit_epochs: int = 20,
     ) -> None:
+        if fit_epochs < 1:
+            raise RotauxError(f"OnlineLinearProbe fit_epochs must be >= 1, got {fit_epochs}.")
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.seed = seed
+        self.fit_epochs = fit_epochs
         self.classifier: nn.Sequential | None = None
         self.optimizer: torch.optim.SGD | None = None
         self._pending_state: dict[str, Any] | None = None
+        self.off = False
+        self.fits_on_eval_dataset = False
+        self._fitted = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.off = switch_off_without_labels(
+            trainer, "The online linear probe", ("val/linear_top1", "val/linear_top5")
+        )
+        if self.off:
+            return
+        self.fits_on_eval_dataset = evaluation_data(trainer) == "eval_dataset"
         num_classes = trainer.datamodule.num_classes
         if self.classifier is None or self.classifier[-1].out_features != num_classes:
             with torch.random.fork_rng(devices=[]):
@@ -70,10 +112,52 @@ class OnlineLinearProbe(Callback):
             self.load_state_dict(self._pending_state)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._to(pl_module.device)
+        if not self.off:
+            self._to(pl_module.device)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._to(pl_module.device)
+        if not self.off:
+            self._to(pl_module.device)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._fitted = False
+        if self.off or not self.fits_on_eval_dataset or trainer.sanity_checking:
+            return
+        self.fit_on_eval_dataset(trainer, pl_module)
+        self._fitted = True
+
+    @torch.no_grad()
+    def fit_on_eval_dataset(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Fit the probe on the cached features of the evaluation set's labelled training
+        split (see the class docstring)."""
+        datamodule = trainer.datamodule
+        dataset = datamodule.eval_train_dataset()
+        with trainer.precision_plugin.forward_context():
+            features, labels = extract_features(
+                pl_module,
+                Subset(dataset, labeled_indices(dataset)),
+                datamodule.normalize,
+                pl_module.num_features,
+                pl_module.device,
+                datamodule.batch_size,
+                datamodule.num_workers,
+            )
+        norm, linear = self.classifier
+        norm.running_mean.copy_(features.mean(dim=0))
+        norm.running_var.copy_(features.var(dim=0, unbiased=False))
+        norm.eval()
+        fitted = train_linear_classifier(
+            norm(features),
+            labels,
+            linear.out_features,
+            epochs=self.fit_epochs,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=datamodule.batch_size,
+            seed=self.seed,
+        )
+        linear.load_state_dict(fitted.state_dict())
 
     def _to(self, device: torch.device) -> None:
         self.classifier.to(device)
@@ -87,6 +171,8 @@ class OnlineLinearProbe(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self.off or self.fits_on_eval_dataset:
+            return
         features, labels = outputs["features"].float(), batch["label"]
         if trainer.world_size > 1:
             features = pl_module.all_gather(features).flatten(0, 1)
@@ -116,6 +202,8 @@ class OnlineLinearProbe(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if self.off or (self.fits_on_eval_dataset and not self._fitted):
+            return
         labels = batch["label"]
         labeled = labels >= 0
         self.classifier.eval()
@@ -125,6 +213,8 @@ class OnlineLinearProbe(Callback):
         self.top5.update(logits, labels[labeled])
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.off or (self.fits_on_eval_dataset and not self._fitted):
+            return
         if trainer.sanity_checking:
             self.top1.reset()
             self.top5.reset()

@@ -3,8 +3,9 @@ random parameters.
 
 :class:`BatchedViewAugmentation` is the batched counterpart of
 :func:`rotaux.data.transforms.view_transform` (BYOL, Grill et al. 2020, Table 6): random resized
-crop, horizontal flip, colour jitter in a random order, grayscale, Gaussian blur and
-solarisation, drawn per sample as torchvision draws them per image. Every op follows the
+crop, horizontal flip, colour jitter in a random order, grayscale, Gaussian blur (as wide as
+``ViewAugmentation.blur_kernel`` says) and solarisation, drawn per sample as torchvision draws
+them per image. Every op follows the
 arithmetic of ``torchvision.transforms.v2.functional`` on float images in ``[0, 1]``: the crop
 uses the antialiased bilinear filter of ``interpolate(antialias=True)`` (PIL's), the hue shift
 goes through HSV like ``adjust_hue``. The per-image pipeline works on uint8 and rounds (resize,
@@ -12,6 +13,10 @@ blur) or truncates (colour ops) to uint8 after every op; this one stays in float
 differ from that pipeline's by a few 1/255 steps at most, the uint8 quantisation. No op
 synchronises with the host: per-sample choices are ``torch.where`` selections, never
 data-dependent indexing or ``.item()``.
+
+Images that are not RGB (``rgb=False``: any channel count, float arrays in their own units) get
+the counterpart of :class:`rotaux.data.transforms.ChannelJitter` (:func:`channel_jitter`, per
+channel brightness and contrast) and the RGB-only settings are refused, as on the loader path.
 """
 
 from __future__ import annotations
@@ -23,16 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rotaux.data.transforms import ViewAugmentation
+from rotaux.data.transforms import (
+    BLUR_SIGMA,
+    ViewAugmentation,
+    blur_kernel_size,
+    check_channel_agnostic,
+)
 
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 """Aspect-ratio range of the crop: torchvision's ``RandomResizedCrop`` default."""
 
 CROP_ATTEMPTS = 10
 """Crop draws before the centre-crop fallback, as torchvision."""
-
-BLUR_SIGMA = (0.1, 2.0)
-"""Range of the blur's standard deviation (BYOL, Table 6)."""
 
 SOLARIZE_THRESHOLD = 128 / 255
 """``RandomSolarize(threshold=128)`` on uint8, in ``[0, 1]`` units."""
@@ -68,11 +75,6 @@ class ViewParams:
     blur: Tensor
     blur_sigma: Tensor
     solarize: Tensor
-
-
-def blur_kernel_size(crop_size: int) -> int:
-    """Blur kernel side: 10% of the crop rounded down to odd, at least 3 (as ``view_transform``)."""
-    return max(3, int(0.1 * crop_size) // 2 * 2 + 1)
 
 
 def _uniform(
@@ -259,6 +261,21 @@ def color_jitter(images: Tensor, apply: Tensor, order: Tensor, factors: Tensor) 
     return images
 
 
+def channel_jitter(
+    images: Tensor, apply: Tensor, brightness: Tensor, contrast: Tensor, clamp: bool
+) -> Tensor:
+    """:class:`~rotaux.data.transforms.ChannelJitter` per sample: the samples with ``apply``
+    (``(B,)`` bool) are scaled by their ``brightness`` factor and each of their channels blended
+    with its own mean by their ``contrast`` factor (``(B,)`` each); the others get factor 1, an
+    exact identity. ``clamp`` keeps 8-bit images in ``[0, 1]``; float arrays in their own units
+    are not clamped."""
+    brightness = _per_sample(torch.where(apply, brightness, 1.0))
+    contrast = _per_sample(torch.where(apply, contrast, 1.0))
+    scaled = images * brightness
+    out = contrast * scaled + (1 - contrast) * scaled.mean(dim=(-2, -1), keepdim=True)
+    return out.clamp(0, 1) if clamp else out
+
+
 def gaussian_blur(images: Tensor, kernel_size: int, sigma: Tensor) -> Tensor:
     """Blur each sample with its own ``sigma`` (``(B,)``): torchvision's ``gaussian_blur``
     kernel (``softmax(-(x / sigma)^2)`` over ``kernel_size`` points) and reflect padding, applied
@@ -285,21 +302,27 @@ class BatchedViewAugmentation(nn.Module):
     """One kind of view of a whole batch on its device, each sample with its own parameters: the
     batched equivalent of ``view_transform(augmentation, crop_size)``.
 
-    Input ``(B, 3, H, W)`` uint8 (0..255) or float (0..1) images, all of one size; output
-    ``(B, 3, crop_size, crop_size)`` float32 in ``[0, 1]``, not normalised. Crop boxes are drawn
+    Input ``(B, C, H, W)`` uint8 (0..255) or float (0..1) images, all of one size; output
+    ``(B, C, crop_size, crop_size)`` float32 in ``[0, 1]``, not normalised. Crop boxes are drawn
     relative to the ``H x W`` input, as the per-image pipeline draws them relative to the image it
-    gets. Ops whose probability is 0 in ``augmentation`` are not computed at all.
+    gets. Ops whose probability is 0 in ``augmentation`` are not computed at all. With ``rgb``
+    false the input may have any channel count (float input then stays in its own units), the
+    RGB-only settings are refused and colour jitter is :func:`channel_jitter`.
 
     Args:
         augmentation: the view's random augmentation.
         crop_size: output side in pixels.
+        rgb: whether the images are RGB colour images.
     """
 
-    def __init__(self, augmentation: ViewAugmentation, crop_size: int) -> None:
+    def __init__(self, augmentation: ViewAugmentation, crop_size: int, rgb: bool = True) -> None:
         super().__init__()
+        if not rgb:
+            check_channel_agnostic(augmentation)
         self.augmentation = augmentation
         self.crop_size = crop_size
-        self.blur_kernel_size = blur_kernel_size(crop_size)
+        self.rgb = rgb
+        self.blur_kernel_size = blur_kernel_size(crop_size, augmentation.blur_kernel)
 
     def sample_params(
         self,
@@ -349,9 +372,15 @@ class BatchedViewAugmentation(nn.Module):
         """Augment ``images`` with fixed ``params``; see the class docstring for the formats.
         Ops whose probability is 0 in the augmentation are skipped whatever ``params`` say."""
         aug = self.augmentation
+        eight_bit = images.dtype == torch.uint8
         out = resized_crop(images, params.boxes, self.crop_size, params.flip)
-        if aug.color_jitter_prob > 0:
+        if aug.color_jitter_prob > 0 and self.rgb:
             out = color_jitter(out, params.jitter, params.jitter_order, params.jitter_factors)
+        elif aug.color_jitter_prob > 0:
+            factors = params.jitter_factors
+            out = channel_jitter(
+                out, params.jitter, factors[:, BRIGHTNESS], factors[:, CONTRAST], eight_bit
+            )
         if aug.grayscale_prob > 0:
             out = torch.where(_per_sample(params.grayscale), luma(out).expand_as(out), out)
         if aug.blur_prob > 0:

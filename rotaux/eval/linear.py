@@ -142,8 +142,12 @@ class LinearEval(SSLMethod):
     trains on ``views[0]``, so give the data module the linear-evaluation augmentation
     :data:`LINEAR_EVAL_VIEW` (random resized crop and flip; the data module's default is BYOL's
     pretraining augmentation). Validation images are resized and centre-cropped. Labels below 0
-    are skipped. The optimizer and cosine schedule follow ``optimizer`` (see the module
-    docstring for the recipe); the run's checkpoints hold the backbone and the classifier.
+    are skipped. With ``--data.eval_dataset`` (pretraining images without labels) the classifier
+    trains on that set's training split and is validated on its validation split
+    (``trains_on_labels`` tells the data module so); with no labels anywhere the data module
+    stops before training with a :class:`~rotaux.errors.RotauxError` naming that option. The
+    optimizer and cosine schedule follow ``optimizer`` (see the module docstring for the
+    recipe); the run's checkpoints hold the backbone and the classifier.
 
     With ``precompute_features`` the backbone encodes the un-augmented training and validation
     images once, a classifier trains on the cached features for ``--trainer.max_epochs`` epochs
@@ -163,6 +167,10 @@ class LinearEval(SSLMethod):
         channels_last: keep the network in channels-last memory format.
         precompute_features: train on cached features of un-augmented images (fast path).
     """
+
+    trains_on_labels = True
+    """The data module trains this model on ``eval_dataset``'s training split when one is
+    given."""
 
     def __init__(
         self,

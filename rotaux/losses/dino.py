@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from rotaux.distributed import all_reduce_sum, world_size
+from rotaux.staging import StagedUpdates
 
 
 def teacher_temperature(
@@ -24,13 +24,15 @@ def teacher_temperature(
     return warmup_temperature + (temperature - warmup_temperature) * epoch / (warmup_epochs - 1)
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(StagedUpdates):
     """Cross-entropy between the sharpened, centred teacher distribution of each large crop and
     the student distribution of every other crop.
 
     ``center`` (a buffer, saved in checkpoints) is an EMA of the teacher's mean output over the
     global batch; subtracting it keeps one prototype from dominating, while the low teacher
-    temperature keeps the outputs from becoming uniform.
+    temperature keeps the outputs from becoming uniform. Each call stages the step's center
+    update and :meth:`commit` applies it (:mod:`rotaux.staging`: during training, after the
+    optimizer step, so a step the divergence guard drops leaves the center as it was).
 
     Args:
         num_prototypes: width of the head output.
@@ -56,8 +58,8 @@ class DINOLoss(nn.Module):
     ) -> torch.Tensor:
         """Loss for the head outputs of every crop of the student (``(B, K)`` each, the large
         crops first, in the teacher's order) and of the large crops of the teacher; averaged
-        over all (teacher crop, other student crop) pairs. Updates the center afterwards, so
-        the loss uses the center of the previous steps. Computed in float32."""
+        over all (teacher crop, other student crop) pairs. Stages the center update, so the
+        loss uses the center of the previous steps. Computed in float32."""
         log_probs = [F.log_softmax(s.float() / self.student_temperature, dim=-1) for s in student]
         total = student[0].new_zeros((), dtype=torch.float32)
         num_terms = 0
@@ -72,9 +74,14 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher: list[torch.Tensor]) -> None:
-        """``center = m * center + (1 - m) * mean of the teacher outputs over all ranks``."""
+        """Stage ``center = m * center + (1 - m) * mean of the teacher outputs over all ranks``
+        (the mean is reduced over the ranks now; the buffer changes at :meth:`commit`)."""
         outputs = torch.cat(teacher).float()
         batch_center = all_reduce_sum(outputs.sum(dim=0, keepdim=True)) / (
             len(outputs) * world_size()
         )
+        self.stage(batch_center)
+
+    @torch.no_grad()
+    def apply_staged(self, batch_center: torch.Tensor) -> None:
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)

@@ -6,15 +6,26 @@ tests and to the benchmarks. The classes are reachable as ``rotaux.methods.<Clas
 """
 
 from rotaux.methods import (  # noqa: F401 - each import registers its method
+    all4one,
     barlow_twins,
     byol,
+    deepclusterv2,
     dino,
+    ibot,
+    mae,
     mocov2plus,
+    mocov3,
+    nnbyol,
     nnclr,
+    nnsiam,
+    ressl,
     simclr,
     simsiam,
+    supcon,
     swav,
+    vibcreg,
     vicreg,
+    wmse,
 )
 from rotaux.methods.base import SSLMethod
 from rotaux.methods.momentum import MomentumMethod

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
+from torch import nn
 
 from rotaux.architecture import Architecture
 from rotaux.backbones import Backbone, ResNet
@@ -20,6 +21,7 @@ from rotaux.optim import (
     set_weight_decay,
     warmup_cosine_scheduler,
 )
+from rotaux.staging import commit_staged_updates
 
 
 class SSLMethod(LightningModule):
@@ -93,6 +95,16 @@ class SSLMethod(LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         return {"features": self.backbone(batch["image"])}
 
+    def validation_embeddings(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The embeddings that the collapse monitor watches, computed from the pooled backbone
+        ``features`` of validation images: the features themselves and, for a method with a
+        ``projector``, its output. Override it to watch another head."""
+        embeddings = {"backbone": features}
+        projector = getattr(self, "projector", None)
+        if isinstance(projector, nn.Module):
+            embeddings["projector"] = projector(features)
+        return embeddings
+
     def global_batch_size(self) -> int:
         """Images per optimizer step over all devices and accumulated batches."""
         trainer = self.trainer
@@ -146,6 +158,9 @@ class SSLMethod(LightningModule):
     ) -> None:
         set_weight_decay(optimizer, self.optimizer_config, self.global_step, self.total_steps)
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # queues and centers staged their updates in the forward pass (rotaux.staging); the
+        # divergence guard has discarded them if it dropped this step
+        commit_staged_updates(self)
 
     def architecture(self) -> Architecture:
         """What a checkpoint must match to be loaded into this module."""

@@ -28,14 +28,18 @@ class DINO(RotationAuxMixin, MomentumMethod):
     crop. The teacher (backbone + head) is an EMA of the student and sees only the first
     ``num_large_crops`` views; it never sees the rotated copies. The center (a buffer of the
     loss, saved in checkpoints) follows the teacher's mean output over all ranks, and the teacher
-    temperature warms up linearly over the first epochs as a function of the epoch, so both are
-    exact after a resume. The head's last layer gets no gradient during the first
+    temperature can warm up linearly over the first epochs as a function of the epoch, so both
+    are exact after a resume. The head's last layer gets no gradient during the first
     ``freeze_last_layer_epochs`` epochs. Defaults are solo-learn's CIFAR recipe
     (``scripts/pretrain/cifar/dino.yaml`` and its DINO defaults): head 2048 -> 256 -> 4096
-    prototypes without BatchNorm, student temperature 0.1, teacher temperature 0.04 -> 0.07 over
-    50 epochs, center momentum 0.9, last layer frozen for 1 epoch, EMA momentum 0.9995 -> 1.0,
-    LARS with lr 0.3 for a batch of 256, eta 0.02 and weight decay 1e-6 (the paper's ResNet-50
-    recipe is LARS too, with 65536 prototypes on ImageNet).
+    prototypes without BatchNorm, student temperature 0.1, teacher temperature 0.07 from the
+    first epoch (solo-learn's ``warmup_teacher_temperature_epochs`` default is 0 in
+    ``solo/methods/dino.py``; 50 epochs from 0.04 was the default of its older argparse
+    interface, and the DINO paper warms 0.04 -> 0.07 over 30 epochs for ViTs: set
+    ``warmup_teacher_temperature_epochs`` for either), center momentum 0.9, last layer frozen
+    for 1 epoch, EMA momentum 0.9995 -> 1.0, LARS with lr 0.3 for a batch of 256, eta 0.02 and
+    weight decay 1e-6 (the paper's ResNet-50 recipe is LARS too, with 65536 prototypes on
+    ImageNet).
 
     Args:
         optimizer: optimizer and schedule (this recipe's by default).
@@ -46,8 +50,9 @@ class DINO(RotationAuxMixin, MomentumMethod):
         head_batch_norm: BatchNorm in the head's MLP (the official ``use_bn_in_head``).
         student_temperature: temperature of the student softmax.
         teacher_temperature: teacher temperature after the warm-up.
-        warmup_teacher_temperature: teacher temperature at epoch 0.
-        warmup_teacher_temperature_epochs: epochs of the linear teacher-temperature warm-up.
+        warmup_teacher_temperature: teacher temperature at epoch 0 of a warm-up.
+        warmup_teacher_temperature_epochs: epochs of the linear teacher-temperature warm-up
+            (0: ``teacher_temperature`` throughout).
         center_momentum: EMA momentum of the teacher center.
         freeze_last_layer_epochs: epochs during which the head's last layer gets no gradient.
         num_large_crops: how many leading views are large crops seen by the teacher.
@@ -64,7 +69,7 @@ class DINO(RotationAuxMixin, MomentumMethod):
         student_temperature: float = 0.1,
         teacher_temperature: float = 0.07,
         warmup_teacher_temperature: float = 0.04,
-        warmup_teacher_temperature_epochs: int = 50,
+        warmup_teacher_temperature_epochs: int = 0,
         center_momentum: float = 0.9,
         freeze_last_layer_epochs: int = 1,
         num_large_crops: int = 2,

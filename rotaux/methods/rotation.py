@@ -7,10 +7,14 @@ introduced the 4-way rotation task; Dangovski et al. (E-SSL, ICLR 2022) and Adde
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from rotaux.architecture import Architecture
 from rotaux.data.rotation import NUM_ROTATIONS, RotationInput, RotationSource
@@ -24,10 +28,16 @@ class RotationAuxMixin:
     Mix it in before the base class (``class BYOL(RotationAuxMixin, MomentumMethod)``); it takes
     the rotation options, builds the head once the backbone exists, and tells the data module
     what to rotate (:meth:`rotation_input`). The rotated images pass through the online backbone
-    in forward calls of their own, so the BatchNorm batch statistics of the method's views are
-    not mixed with those of rotated images (the running statistics, which eval-mode features
-    use, see both). Target and teacher networks never see them. With weight 0 no head is built
-    and no rotation work is done (the data module then produces no rotation input).
+    in forward calls of their own, so in training BatchNorm normalises the method's views with
+    their own batch statistics and the rotated images with theirs. The running mean and variance
+    that eval-mode features use (kNN, linear probe and evaluation, export) are another matter:
+    with ``rotation_running_stats=True`` (as in the code of E-SSL and of Addepalli et al.) every
+    rotated batch updates them too, so they describe a mix of views and rotated images; with
+    ``False`` the rotated batches are normalised with their batch statistics but leave the
+    running statistics (and ``num_batches_tracked``) of the backbone untouched, so they describe
+    the method's views alone. Target and teacher networks never see rotated images. With weight
+    0 no head is built and no rotation work is done (the data module then produces no rotation
+    input).
 
     The three protocols of the literature:
 
@@ -51,6 +61,8 @@ class RotationAuxMixin:
             ``image_size``. E-SSL uses 96 on ImageNet.
         rotation_crop_scale: area range of the rotation crop; ``None`` uses the first view's.
             E-SSL's ImageNet setting is (0.05, 0.14).
+        rotation_running_stats: let the rotated batches update the running mean and variance
+            of the backbone's BatchNorm layers (see above); ``False`` keeps them out.
     """
 
     def __init__(
@@ -62,6 +74,7 @@ class RotationAuxMixin:
         rotation_copies: Literal[1, 4] = 4,
         rotation_crop_size: int | None = None,
         rotation_crop_scale: tuple[float, float] | None = None,
+        rotation_running_stats: bool = True,
         **base_options: Any,
     ) -> None:
         super().__init__(**base_options)
@@ -81,6 +94,7 @@ class RotationAuxMixin:
         self.rotation_copies = rotation_copies
         self.rotation_crop_size = rotation_crop_size
         self.rotation_crop_scale = rotation_crop_scale
+        self.rotation_running_stats = rotation_running_stats
         self.rotation_head = (
             MLP(self.num_features, rotation_hidden_dim, NUM_ROTATIONS, rotation_num_layers)
             if rotation_weight > 0
@@ -109,12 +123,16 @@ class RotationAuxMixin:
         groups = self.rotation_input().groups
         loss = images.new_zeros((), dtype=torch.float32)
         correct = images.new_zeros((), dtype=torch.float32)
-        for group_images, group_labels in zip(
-            images.chunk(groups), labels.chunk(groups), strict=True
-        ):
-            logits = self.rotation_head(self.backbone(group_images)).float()
-            loss = loss + F.cross_entropy(logits, group_labels)
-            correct = correct + (logits.argmax(dim=-1) == group_labels).float().sum()
+        statistics = (
+            nullcontext() if self.rotation_running_stats else batch_statistics_only(self.backbone)
+        )
+        with statistics:
+            for group_images, group_labels in zip(
+                images.chunk(groups), labels.chunk(groups), strict=True
+            ):
+                logits = self.rotation_head(self.backbone(group_images)).float()
+                loss = loss + F.cross_entropy(logits, group_labels)
+                correct = correct + (logits.argmax(dim=-1) == group_labels).float().sum()
         self.log_dict({"train/rot_loss": loss, "train/rot_acc": correct / len(labels)})
         return loss
 
@@ -134,3 +152,29 @@ class RotationAuxMixin:
     def architecture(self) -> Architecture:
         architecture = super().architecture()
         return Architecture(architecture.method, architecture.backbone, self.uses_rotation)
+
+
+@contextmanager
+def batch_statistics_only(module: nn.Module) -> Iterator[None]:
+    """Within the block, the BatchNorm layers of ``module`` that keep running statistics
+    normalise a training-mode forward pass with its batch statistics, as usual, but leave
+    ``running_mean``, ``running_var`` and ``num_batches_tracked`` untouched.
+
+    It switches off ``track_running_stats`` for the block, which makes torch pass no running
+    statistics to the normalisation kernel (for ``SyncBatchNorm`` too, synchronised or not).
+    Setting the momentum to 0 instead would still count the batch in ``num_batches_tracked``
+    (the averaging factor of ``momentum=None`` layers) and would turn the running statistics
+    into NaN on a non-finite batch (``0 * NaN``). Eval-mode passes are unaffected.
+    """
+    norms = [
+        layer
+        for layer in module.modules()
+        if isinstance(layer, _BatchNorm) and layer.track_running_stats
+    ]
+    for norm in norms:
+        norm.track_running_stats = False
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.track_running_stats = True

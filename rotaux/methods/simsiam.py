@@ -11,7 +11,7 @@ from rotaux.losses.simsiam import simsiam_loss
 from rotaux.methods.base import SSLMethod
 from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
-from rotaux.optim import OptimizerConfig
+from rotaux.optim import OptimizerConfig, ParameterGroup
 
 
 @register_method(
@@ -25,15 +25,16 @@ class SimSiam(RotationAuxMixin, SSLMethod):
     momentum encoder, no negatives). The projector is the paper's ImageNet one, three layers with
     a BatchNorm after the output, the predictor a bottleneck MLP. Defaults are solo-learn's CIFAR
     recipe (``scripts/pretrain/cifar/simsiam.yaml``): projector 2048 -> 2048, predictor hidden
-    width 512, SGD with lr 0.5 for a batch of 256 and weight decay 1e-5. The predictor follows
-    the same cosine schedule as the rest of the network (the paper's fixed predictor rate is
-    not used).
+    width 512, SGD with lr 0.5 for a batch of 256 and weight decay 1e-5. The predictor keeps the
+    peak learning rate throughout, without warm-up or decay (the paper's Sec. 4.4 and
+    solo-learn's ``static_lr``), unless ``fixed_predictor_lr`` is off.
 
     Args:
         optimizer: optimizer and schedule (this recipe's by default).
         proj_hidden_dim: hidden width of the projector.
         proj_output_dim: output width of projector and predictor.
         pred_hidden_dim: hidden (bottleneck) width of the predictor.
+        fixed_predictor_lr: keep the predictor's learning rate constant.
     """
 
     def __init__(
@@ -42,13 +43,21 @@ class SimSiam(RotationAuxMixin, SSLMethod):
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 2048,
         pred_hidden_dim: int = 512,
+        fixed_predictor_lr: bool = True,
         **base_options: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, **base_options)
+        self.fixed_predictor_lr = fixed_predictor_lr
         self.projector = MLP(
             self.num_features, proj_hidden_dim, proj_output_dim, num_layers=3, last_batch_norm=True
         )
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        named = list(self.named_parameters())
+        predictor = [(name, param) for name, param in named if name.startswith("predictor.")]
+        rest = [(name, param) for name, param in named if not name.startswith("predictor.")]
+        return [ParameterGroup(rest), ParameterGroup(predictor, fixed_lr=self.fixed_predictor_lr)]
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Backbone features, projections and predictions of ``images``."""

@@ -52,10 +52,12 @@ class SwAV(RotationAuxMixin, SSLMethod):
     must predict them (swapped prediction). Multi-crop: ``batch["views"]`` may hold any number
     of crops, the first ``num_large_crops`` being the large ones that get codes. The prototypes
     are renormalised before every step and frozen for the first ``freeze_prototypes_epochs``
-    epochs. From epoch ``queue_start_epoch`` on, once full, a queue of embeddings from past steps
-    (per large crop, filled from every rank, saved in checkpoints) joins the Sinkhorn problem, so
-    small batches still spread over the prototypes; each rank adds its share of the queue, so
-    the codes are those of one process with the global batch and the whole queue. Defaults are
+    epochs and the first ``freeze_prototypes_steps`` optimizer steps (the official code counts
+    iterations: ``freeze_prototypes_niters``). From epoch ``queue_start_epoch`` on, once full, a
+    queue of embeddings from past steps (per large crop, filled from every rank, saved in
+    checkpoints) joins the Sinkhorn problem, so small batches still spread over the prototypes;
+    each rank adds its share of the queue, so the codes are those of one process with the global
+    batch and the whole queue. Defaults are
     solo-learn's CIFAR recipe (``scripts/pretrain/cifar/swav.yaml``): projector 2048 -> 128,
     3000 prototypes, temperature 0.1, Sinkhorn 3 iterations with epsilon 0.05, queue 3840 from
     epoch 50, prototypes frozen for 2 epochs, LARS with lr 0.6 for a batch of 256, eta 0.02 and
@@ -72,6 +74,8 @@ class SwAV(RotationAuxMixin, SSLMethod):
         queue_size: embeddings kept per large crop for the codes; 0 disables the queue.
         queue_start_epoch: first epoch whose codes use the queue (it fills from the start).
         freeze_prototypes_epochs: epochs during which the prototypes get no gradient.
+        freeze_prototypes_steps: optimizer steps from the start during which the prototypes get
+            no gradient (SwAV's and EffSSL's ``freeze_prototypes_niters``); both counts apply.
         num_large_crops: how many leading views are large crops that receive codes.
     """
 
@@ -87,6 +91,7 @@ class SwAV(RotationAuxMixin, SSLMethod):
         queue_size: int = 3840,
         queue_start_epoch: int = 50,
         freeze_prototypes_epochs: int = 2,
+        freeze_prototypes_steps: int = 0,
         num_large_crops: int = 2,
         **base_options: Any,
     ) -> None:
@@ -98,6 +103,7 @@ class SwAV(RotationAuxMixin, SSLMethod):
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.queue_start_epoch = queue_start_epoch
         self.freeze_prototypes_epochs = freeze_prototypes_epochs
+        self.freeze_prototypes_steps = freeze_prototypes_steps
         self.num_large_crops = num_large_crops
         self.queues = nn.ModuleList(
             [
@@ -149,5 +155,8 @@ class SwAV(RotationAuxMixin, SSLMethod):
 
     def on_after_backward(self) -> None:
         super().on_after_backward()
-        if self.current_epoch < self.freeze_prototypes_epochs:
+        if (
+            self.current_epoch < self.freeze_prototypes_epochs
+            or self.global_step < self.freeze_prototypes_steps
+        ):
             self.prototypes.weight.grad = None

@@ -3,13 +3,14 @@ from types import SimpleNamespace
 import pytest
 from lightning import LightningModule
 
+from rotaux.backbones import ResNet
 from rotaux.callbacks import CompileBackbones
 from rotaux.errors import RotauxError
 from rotaux.methods import BYOL
 
 
 def _byol() -> BYOL:
-    return BYOL(backbone_width=8, cifar_stem=True, proj_hidden_dim=16, pred_hidden_dim=16)
+    return BYOL(backbone=ResNet(width=8, cifar_stem=True), proj_hidden_dim=16, pred_hidden_dim=16)
 
 
 def _compiled(module) -> bool:

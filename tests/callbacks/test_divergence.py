@@ -4,9 +4,10 @@ import pytest
 import torch
 from lightning import Callback, Trainer, seed_everything
 
+from rotaux.backbones import ResNet
 from rotaux.callbacks.divergence import DivergenceGuard, NonFiniteLossError
-from rotaux.data import SSLDataModule
-from rotaux.methods import BYOL
+from rotaux.data import SSLDataModule, Synthetic
+from rotaux.methods import BYOL, DINO, NNCLR, MoCoV2Plus
 
 
 class Breaks(BYOL):
@@ -42,8 +43,7 @@ class StateAfterStep(Callback):
 def fit(tmp_path, guard: DivergenceGuard, nan_steps=(), nan_gradient_steps=()):
     seed_everything(0)
     model = Breaks(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         proj_hidden_dim=32,
         proj_output_dim=16,
         pred_hidden_dim=32,
@@ -51,7 +51,7 @@ def fit(tmp_path, guard: DivergenceGuard, nan_steps=(), nan_gradient_steps=()):
     )
     model.nan_steps = frozenset(nan_steps)
     model.nan_gradient_steps = frozenset(nan_gradient_steps)
-    data = SSLDataModule("synthetic", synthetic_size=48, batch_size=16, num_workers=0)
+    data = SSLDataModule(Synthetic(size=48), batch_size=16, num_workers=0)
     states = StateAfterStep()
     trainer = Trainer(
         accelerator="cpu",
@@ -127,3 +127,106 @@ def test_disabled_guard_lets_the_nonfinite_step_through(tmp_path):
     model, _ = fit(tmp_path, DivergenceGuard(enabled=False), nan_steps={2})
     assert model.global_step == 6
     assert not all(torch.isfinite(value).all() for value in model.state_dict().values())
+
+
+class NaNViews:
+    """Mixin: the views of the global steps in ``nan_steps`` turn NaN, so the online and target
+    (or teacher) forward passes write NaN into every BatchNorm's running statistics and the
+    method's queue or center update is NaN."""
+
+    nan_steps: frozenset[int] = frozenset()
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        if self.global_step in self.nan_steps:
+            batch["views"] = [view * float("nan") for view in batch["views"]]
+        return super().training_step(batch, batch_idx)
+
+
+class NaNMoCo(NaNViews, MoCoV2Plus):
+    pass
+
+
+class NaNDINO(NaNViews, DINO):
+    pass
+
+
+class NaNNNCLR(NaNViews, NNCLR):
+    pass
+
+
+def _tiny(cls: type, **options):
+    sizes = {"proj_hidden_dim": 32, "proj_output_dim": 16, "rotation_hidden_dim": 16}
+    if cls is NaNDINO:
+        sizes["num_prototypes"] = 24
+    if cls is NaNNNCLR:
+        sizes["pred_hidden_dim"] = 32
+    return cls(backbone=ResNet(width=8, cifar_stem=True), **sizes, **options)
+
+
+def fit_method(tmp_path, model, guard: DivergenceGuard, max_steps: int = 4):
+    seed_everything(0)
+    data = SSLDataModule(Synthetic(size=48), batch_size=16, num_workers=0)
+    states = StateAfterStep()
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        callbacks=[guard, states],
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, data)
+    return states.states
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "staged"),
+    [
+        (NaNMoCo, {"queue_size": 64}, ("queues.0.", "queues.1.")),
+        (NaNDINO, {}, ("dino_loss.center",)),
+    ],
+    ids=["mocov2plus-queues", "dino-center"],
+)
+def test_a_skipped_step_leaves_every_queue_center_and_batchnorm_buffer_bit_identical(
+    tmp_path, cls, options, staged
+):
+    seed_everything(0)
+    model = _tiny(cls, **options)
+    model.nan_steps = frozenset({2})
+    guard = DivergenceGuard("skip")
+    with pytest.warns(UserWarning, match="Skipped the optimizer step at global step 2"):
+        states = fit_method(tmp_path, model, guard)
+    assert guard.skipped_steps == 1
+    buffers = {name for name, _ in model.named_buffers()}
+    (before, _), (after, _) = states[2], states[3]
+    assert any(name.startswith(staged) for name in buffers)
+    for name in buffers:
+        assert torch.equal(before[name], after[name]), name
+    # the steps before and after did change them: the comparison above is not vacuous
+    (first, _), (last, _) = states[1], states[4]
+    for prefix in staged:
+        names = [name for name in buffers if name.startswith(prefix)]
+        assert any(not torch.equal(first[name], before[name]) for name in names)
+        assert any(not torch.equal(after[name], last[name]) for name in names)
+    assert all(torch.isfinite(value).all() for value in model.state_dict().values())
+
+
+def test_the_guard_copies_the_batchnorm_statistics_and_not_the_queue(tmp_path):
+    seed_everything(0)
+    model = _tiny(NaNNNCLR, queue_size=4096)
+    guard = DivergenceGuard()
+    fit_method(tmp_path, model, guard, max_steps=1)
+    queue_bytes = sum(buffer.nbytes for buffer in model.support_set.buffers())
+    written = [
+        buffer for name, buffer in model.named_buffers() if not name.startswith("support_set.")
+    ]
+    assert queue_bytes == 4096 * 16 * 4 + 2 * 8
+    # the running statistics and counters of every BatchNorm, nothing else
+    assert guard.copied_bytes == sum(buffer.nbytes for buffer in written)
+    for name, _ in model.named_buffers():
+        if not name.startswith("support_set."):
+            assert name.endswith(("running_mean", "running_var", "num_batches_tracked")), name
+    assert guard.copied_bytes < queue_bytes / 10

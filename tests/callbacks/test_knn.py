@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from rotaux.callbacks.knn import KNNMonitor, knn_class_scores
-from rotaux.data import SSLDataModule, SyntheticImages
+from rotaux.data import SSLDataModule, Synthetic, SyntheticImages
 from rotaux.data.transforms import eval_transform
 from rotaux.errors import RotauxError
 from rotaux.eval.features import extract_features
@@ -164,10 +164,7 @@ def _naive_knn_accuracy(bank, bank_labels, queries, labels, k: int, temperature:
 
 def test_monitor_uses_eval_mode_features_of_unaugmented_training_images(tmp_path):
     data = SSLDataModule(
-        dataset="synthetic",
-        synthetic_size=64,
-        synthetic_classes=4,
-        val_fraction=0.25,
+        Synthetic(size=64, classes=4, val_fraction=0.25),
         batch_size=16,
         num_workers=0,
     )

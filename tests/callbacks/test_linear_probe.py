@@ -5,6 +5,7 @@ import pytest
 import torch
 from cli_utils import fit_tiny, read_metrics
 
+from rotaux.backbones import ResNet
 from rotaux.callbacks import OnlineLinearProbe
 from rotaux.methods import BYOL
 
@@ -16,8 +17,7 @@ NUM_CLASSES = 4
 
 def _module() -> BYOL:
     return BYOL(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         channels_last=False,
         proj_hidden_dim=16,
         proj_output_dim=8,

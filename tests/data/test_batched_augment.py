@@ -2,8 +2,10 @@ import itertools
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageFilter
 from torchvision import transforms as v1
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -43,7 +45,9 @@ def _images(batch: int = 4, height: int = 40, width: int = 48, seed: int = 0) ->
     return torch.rand(batch, 3, height, width, generator=generator)
 
 
-def _torchvision_view(image: torch.Tensor, params: ViewParams, i: int, size: int) -> torch.Tensor:
+def _torchvision_view(
+    image: torch.Tensor, params: ViewParams, i: int, size: int, blur_kernel: str = "sigma"
+) -> torch.Tensor:
     """One sample through torchvision's functional ops with the sample's parameters."""
     top, left, height, width = params.boxes[i].tolist()
     out = TF.resized_crop(image, top, left, height, width, [size, size], antialias=True)
@@ -55,20 +59,64 @@ def _torchvision_view(image: torch.Tensor, params: ViewParams, i: int, size: int
     if params.grayscale[i]:
         out = TF.rgb_to_grayscale(out, num_output_channels=3)
     if params.blur[i]:
-        kernel, sigma = blur_kernel_size(size), params.blur_sigma[i].item()
+        kernel, sigma = blur_kernel_size(size, blur_kernel), params.blur_sigma[i].item()
         out = TF.gaussian_blur(out, [kernel, kernel], [sigma, sigma])
     if params.solarize[i]:
         out = TF.solarize(out, threshold=128 if out.dtype == torch.uint8 else 128 / 255)
     return out
 
 
-@pytest.mark.parametrize("crop_size", [32, 96, 224])
-def test_blur_kernel_size_is_the_one_of_view_transform(crop_size):
-    pipeline = view_transform(ViewAugmentation(), crop_size)
-    [blur_apply] = [t for t in pipeline.transforms if isinstance(t, v2.RandomApply)][1:]
-    kernel = blur_kernel_size(crop_size)
-    assert blur_apply.transforms[0].kernel_size == (kernel, kernel)
-    assert kernel == {32: 3, 96: 9, 224: 23}[crop_size]
+@pytest.mark.parametrize(
+    ("blur_kernel", "expected"),
+    [
+        # sized from sigma <= 2 whatever the crop (PIL's GaussianBlur(radius=sigma)); a 6 px crop
+        # gets the widest kernel reflect padding allows
+        ("sigma", {6: 11, 16: 13, 32: 13, 96: 13, 224: 13}),
+        # 10% of the crop (BYOL Table 6)
+        ("crop", {6: 3, 16: 3, 32: 3, 96: 9, 224: 23}),
+    ],
+)
+def test_blur_kernel_size_is_the_one_of_view_transform(blur_kernel, expected):
+    for crop_size, side in expected.items():
+        pipeline = view_transform(ViewAugmentation(blur_kernel=blur_kernel), crop_size)
+        [blur] = [
+            t.transforms[0]
+            for t in pipeline.transforms
+            if isinstance(t, v2.RandomApply) and isinstance(t.transforms[0], v2.GaussianBlur)
+        ]
+        assert blur.kernel_size == (side, side) == (blur_kernel_size(crop_size, blur_kernel),) * 2
+        batched = BatchedViewAugmentation(ViewAugmentation(blur_kernel=blur_kernel), crop_size)
+        assert batched.blur_kernel_size == side
+
+
+def _pixel_std_after_blur(images: torch.Tensor, kernel: int, sigma: float) -> float:
+    blurred = gaussian_blur(images, kernel, torch.full((len(images),), sigma))
+    # the loader path's op on one image is the same blur
+    torch.testing.assert_close(
+        blurred[0], TF.gaussian_blur(images[0], [kernel, kernel], [sigma, sigma]), atol=ATOL, rtol=0
+    )
+    return blurred.std().item()
+
+
+def test_blur_of_32px_crops_is_as_strong_as_pil_gaussian_blur_of_the_solo_learn_recipes():
+    # solo-learn's CIFAR recipes blur with PIL's ImageFilter.GaussianBlur(radius=sigma)
+    image = torch.randint(0, 256, (3, 32, 32), generator=torch.Generator().manual_seed(0))
+    image = image.to(torch.uint8)
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy()).filter(ImageFilter.GaussianBlur(2.0))
+    pil_std = float(np.asarray(pil, dtype=np.float32).std() / 255)
+    noise = image.float().unsqueeze(0) / 255
+    sigma_std = _pixel_std_after_blur(noise, blur_kernel_size(32, "sigma"), 2.0)
+    crop_std = _pixel_std_after_blur(noise, blur_kernel_size(32, "crop"), 2.0)
+    assert noise.std().item() == pytest.approx(0.287, abs=0.005)  # uniform noise: 1 / sqrt(12)
+    assert pil_std == pytest.approx(0.041, abs=0.002)
+    assert sigma_std == pytest.approx(pil_std, rel=0.05)
+    # the 3-tap kernel of 10% of 32 px keeps more than twice the noise
+    assert crop_std == pytest.approx(0.098, abs=0.003)
+    # pixel by pixel away from the borders (PIL repeats edge pixels, torchvision reflects), PIL's
+    # box-filter approximation of the Gaussian and its uint8 rounding stay within 5 levels
+    ours = gaussian_blur(noise, 13, torch.tensor([2.0]))[0, :, 8:-8, 8:-8]
+    theirs = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255).permute(2, 0, 1)
+    assert (ours - theirs[:, 8:-8, 8:-8]).abs().max() < 5 / 255
 
 
 @pytest.mark.parametrize("size", [16, 64])
@@ -168,10 +216,11 @@ def test_colour_jitter_runs_each_samples_ops_in_its_own_order():
     assert (out[1] - out[2]).abs().max() > 0.01
 
 
-def test_apply_matches_torchvision_pipeline_with_the_same_params():
+@pytest.mark.parametrize("blur_kernel", ["sigma", "crop"])
+def test_apply_matches_torchvision_pipeline_with_the_same_params(blur_kernel):
     size, batch = 24, 8
     images = _images(batch=batch, height=32, width=36)
-    augment = BatchedViewAugmentation(ALL_OPS, size)
+    augment = BatchedViewAugmentation(replace(ALL_OPS, blur_kernel=blur_kernel), size)
     generator = torch.Generator().manual_seed(3)
     params = augment.sample_params(batch, 32, 36, generator=generator)
     pattern = torch.tensor([True, False, True, True, False, True, False, True])
@@ -185,7 +234,7 @@ def test_apply_matches_torchvision_pipeline_with_the_same_params():
     )
     out = augment.apply(images, params)
     for i in range(batch):
-        expected = _torchvision_view(images[i], params, i, size)
+        expected = _torchvision_view(images[i], params, i, size, blur_kernel)
         torch.testing.assert_close(out[i], expected, atol=ATOL, rtol=0)
     # uint8 input is the same as float input divided by 255
     uint8 = (images * 255).round().to(torch.uint8)

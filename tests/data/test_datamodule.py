@@ -4,16 +4,31 @@ import pytest
 import torch
 from PIL import Image
 
-from rotaux.data import SSLDataModule, ViewAugmentation
+from rotaux.backbones import ResNet, ViT
+from rotaux.data import (
+    ImageFolder,
+    RotationInput,
+    SSLDataModule,
+    Synthetic,
+    UnlabeledFolder,
+    ViewAugmentation,
+)
+from rotaux.errors import RotauxError
 from rotaux.methods import BYOL
 
 BATCH = 4
 
 
-def _synthetic(**kwargs) -> SSLDataModule:
-    options = dict(dataset="synthetic", batch_size=BATCH, num_workers=0, synthetic_size=16)
+def _synthetic(
+    rotation: RotationInput | None = None, size: int = 16, source_options=None, **kwargs
+) -> SSLDataModule:
+    """A set-up data module on synthetic images; without a trainer, ``rotation`` stands for the
+    model's ``rotation_input()``."""
+    dataset = Synthetic(size=size, **(source_options or {}))
+    options = dict(batch_size=BATCH, num_workers=0)
     options.update(kwargs)
-    data = SSLDataModule(**options)
+    data = SSLDataModule(dataset, **options)
+    data.rotation = rotation
     data.setup("fit")
     return data
 
@@ -30,8 +45,26 @@ def _normalised(data: SSLDataModule, images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
+def _set_up_by_model(data: SSLDataModule, model) -> None:
+    """``setup`` as a Trainer runs it: the stand-in only answers setup's questions (the model
+    and the world size); the loaders then run without it."""
+    data.trainer = SimpleNamespace(lightning_module=model, world_size=1)
+    data.setup("fit")
+    data.trainer = None
+
+
+def _byol(**options) -> BYOL:
+    return BYOL(
+        backbone=options.pop("backbone", ResNet(width=8, cifar_stem=True)),
+        proj_hidden_dim=8,
+        pred_hidden_dim=8,
+        rotation_hidden_dim=8,
+        **options,
+    )
+
+
 def test_synthetic_train_batch_with_rotation_crops():
-    data = _synthetic(with_rotation=True)
+    data = _synthetic(RotationInput())
     raw, batch = _train_batches(data)
     # the loader moves uint8 images, one un-rotated crop per sample
     assert [view.dtype for view in raw["views"]] == [torch.uint8, torch.uint8]
@@ -61,7 +94,7 @@ def test_synthetic_normalisation_uses_the_preset():
 
 
 def test_rotation_crop_size_and_single_copy():
-    data = _synthetic(with_rotation=True, rotation_crop_size=16, rotation_copies=1)
+    data = _synthetic(RotationInput(crop_size=16, copies=1))
     raw, batch = _train_batches(data)
     assert raw["rotation_crop"].shape == (BATCH, 3, 16, 16)
     assert batch["rotation"].shape == (BATCH, 3, 16, 16)
@@ -71,8 +104,16 @@ def test_rotation_crop_size_and_single_copy():
         torch.testing.assert_close(batch["rotation"][index], torch.rot90(crop[index], k, (1, 2)))
 
 
+def test_rotation_crop_scale_sets_the_crops_area_range():
+    data = _synthetic(RotationInput(crop_scale=(0.05, 0.14)))
+    views, rotation_crop = data._train.views, data._train.rotation_crop
+    # the transforms' second step is the random resized crop
+    assert views[0].transforms[1].scale == data.augmentations[0].crop_scale != (0.05, 0.14)
+    assert rotation_crop.transforms[1].scale == (0.05, 0.14)
+
+
 def test_rotation_source_view_rotates_the_first_view():
-    data = _synthetic(with_rotation=True, rotation_source="view")
+    data = _synthetic(RotationInput(source="view"))
     raw, batch = _train_batches(data)
     assert "rotation_crop" not in raw
     for k in range(4):
@@ -80,30 +121,96 @@ def test_rotation_source_view_rotates_the_first_view():
         assert torch.equal(batch["rotation"][k * BATCH : (k + 1) * BATCH], expected)
 
 
-@pytest.mark.parametrize("with_rotation", [False, None])
-def test_no_rotation_keys_without_rotation(with_rotation):
-    data = _synthetic(with_rotation=with_rotation)
+def test_rotation_source_views_rotates_each_leading_view_once_view_after_view():
+    # two large views and a small one: only the two large views are rotated
+    augmentations = [ViewAugmentation(num_crops=2), ViewAugmentation(crop_size=16, num_crops=1)]
+    rotation = RotationInput(source="views", copies=1, views=2)
+    assert rotation.groups == 2
+    data = _synthetic(rotation, augmentations=augmentations)
     raw, batch = _train_batches(data)
-    assert set(raw) == {"views", "label"}
-    assert set(batch) == {"views", "label"}
+    assert "rotation_crop" not in raw
+    assert batch["rotation"].shape == (2 * BATCH, 3, 32, 32)
+    labels = batch["rotation_labels"]
+    assert labels.shape == (2 * BATCH,) and labels.dtype == torch.long
+    for group in range(2):
+        # each rotated image is the normalised view turned by its own label
+        view = _normalised(data, raw["views"][group])
+        for index in range(BATCH):
+            row = group * BATCH + index
+            expected = torch.rot90(view[index], labels[row].item(), dims=(1, 2))
+            torch.testing.assert_close(batch["rotation"][row], expected)
 
 
-@pytest.mark.parametrize(("weight", "expected"), [(0.0, False), (0.4, True)])
-def test_with_rotation_none_follows_the_models_weight(weight, expected):
-    model = BYOL(
-        backbone_width=8,
-        proj_hidden_dim=8,
-        pred_hidden_dim=8,
-        rotation_weight=weight,
-        rotation_hidden_dim=8,
-    )
-    data = SSLDataModule("synthetic", batch_size=BATCH, num_workers=0, synthetic_size=16)
-    data.trainer = SimpleNamespace(lightning_module=model, world_size=1)
-    data.setup("fit")
-    data.trainer = None  # the stand-in only answers setup's questions; the loader runs alone
-    assert data.rotation_enabled is expected
+def test_rotation_source_views_with_four_copies_keeps_each_views_label_order():
+    data = _synthetic(RotationInput(source="views", copies=4, views=2))
     _, batch = _train_batches(data)
-    assert ("rotation" in batch) is expected
+    assert batch["rotation"].shape == (8 * BATCH, 3, 32, 32)
+    per_view = [k for k in range(4) for _ in range(BATCH)]
+    assert batch["rotation_labels"].tolist() == per_view * 2
+    for group in range(2):
+        for k in range(4):
+            start = (4 * group + k) * BATCH
+            expected = torch.rot90(batch["views"][group], k, dims=(2, 3))
+            assert torch.equal(batch["rotation"][start : start + BATCH], expected)
+
+
+def test_rotation_source_views_needs_leading_views_of_one_size():
+    augmentations = [ViewAugmentation(num_crops=1), ViewAugmentation(crop_size=16, num_crops=2)]
+    with pytest.raises(RotauxError, match="first 2 views"):
+        _synthetic(RotationInput(source="views", views=2), augmentations=augmentations)
+
+
+def test_no_rotation_keys_without_rotation_input():
+    data = _synthetic(None)
+    raw, batch = _train_batches(data)
+    assert set(raw) == {"views", "label", "index"}
+    assert set(batch) == {"views", "label", "index"}
+
+
+@pytest.mark.parametrize(
+    ("options", "rotated"),
+    [
+        ({"rotation_weight": 0.0}, None),
+        ({"rotation_weight": 0.4}, 4 * BATCH),
+        ({"rotation_weight": 0.4, "rotation_copies": 1}, BATCH),
+        ({"rotation_weight": 0.4, "rotation_source": "view"}, 4 * BATCH),
+        ({"rotation_weight": 0.1, "rotation_source": "views", "rotation_copies": 1}, 2 * BATCH),
+    ],
+)
+def test_setup_follows_the_models_rotation_input(options, rotated):
+    model = _byol(**options)
+    data = SSLDataModule(Synthetic(size=16), batch_size=BATCH, num_workers=0)
+    # a rotation input left by another model is replaced by this model's
+    data.rotation = RotationInput(source="crop")
+    _set_up_by_model(data, model)
+    assert data.rotation == model.rotation_input()
+    raw, batch = _train_batches(data)
+    if rotated is None:
+        assert data.rotation is None
+        assert set(batch) == {"views", "label", "index"}
+        return
+    assert data.rotation.source == options.get("rotation_source", "crop")
+    assert data.rotation.copies == options.get("rotation_copies", 4)
+    assert ("rotation_crop" in raw) is (data.rotation.source == "crop")
+    assert batch["rotation"].shape[0] == batch["rotation_labels"].shape[0] == rotated
+
+
+def test_setup_refuses_crops_that_the_vits_patch_size_does_not_divide():
+    model = _byol(backbone=ViT(size="tiny", patch_size=8, image_size=32), rotation_crop_size=20)
+    data = SSLDataModule(Synthetic(size=16), batch_size=BATCH, num_workers=0)
+    with pytest.raises(RotauxError, match="Crops of 20 px do not split into the ViT's 8-px"):
+        _set_up_by_model(data, model)
+    # the same model with crops of a multiple of 8 sets up
+    model = _byol(backbone=ViT(size="tiny", patch_size=8, image_size=32), rotation_crop_size=16)
+    _set_up_by_model(data, model)
+    assert data.crop_sizes() == [32, 32, 16]
+
+
+def test_setup_refuses_a_backbone_with_other_input_channels():
+    model = _byol(backbone=ResNet(width=8, cifar_stem=True, channels=1))
+    data = SSLDataModule(Synthetic(size=16), batch_size=BATCH, num_workers=0)
+    with pytest.raises(RotauxError, match="takes 1-channel images but the data has 3 channels"):
+        _set_up_by_model(data, model)
 
 
 def test_multi_crop_views_are_listed_in_order():
@@ -114,7 +221,7 @@ def test_multi_crop_views_are_listed_in_order():
 
 
 def test_synthetic_val_batches_and_classes():
-    data = _synthetic(synthetic_classes=4, val_fraction=0.5)
+    data = _synthetic(source_options={"classes": 4, "val_fraction": 0.5})
     assert data.num_classes == 4
     loader = data.val_dataloader()
     assert len(loader.dataset) == 8
@@ -127,14 +234,14 @@ def test_synthetic_val_batches_and_classes():
 
 
 def test_train_loader_shuffles_and_drops_the_last_partial_batch():
-    data = _synthetic(synthetic_size=18)
+    data = _synthetic(size=18)
     loader = data.train_dataloader()
     assert len(loader) == 4 and loader.drop_last
     assert len(data.val_dataloader()) == 3  # 10 val images (one per class) kept whole
 
 
 def test_num_classes_and_loaders_need_setup():
-    data = SSLDataModule("synthetic", batch_size=BATCH, num_workers=0)
+    data = SSLDataModule(Synthetic(), batch_size=BATCH, num_workers=0)
     with pytest.raises(RuntimeError, match="setup"):
         _ = data.num_classes
     with pytest.raises(RuntimeError, match="setup"):
@@ -160,13 +267,10 @@ def _image_folder(root, classes=("cat", "dog", "fox"), per_class=8, val=False, s
 def test_image_folder_without_val_is_split_by_class(tmp_path):
     root = _image_folder(tmp_path)
     data = SSLDataModule(
-        "imagefolder",
-        root=str(root),
+        ImageFolder(str(root), val_fraction=0.25),
         image_size=32,
         batch_size=BATCH,
         num_workers=0,
-        val_fraction=0.25,
-        download=False,
     )
     data.setup("fit")
     assert data.classes == ["cat", "dog", "fox"]
@@ -184,13 +288,11 @@ def test_image_folder_without_val_is_split_by_class(tmp_path):
 def test_image_folder_with_val_folder_uses_it(tmp_path):
     root = _image_folder(tmp_path, val=True)
     data = SSLDataModule(
-        "imagefolder",
-        root=str(root),
+        ImageFolder(str(root)),
         image_size=32,
         val_resize=36,
         batch_size=BATCH,
         num_workers=0,
-        download=False,
     )
     data.setup("fit")
     assert len(data.train_dataloader().dataset) == 24
@@ -202,10 +304,8 @@ def test_image_folder_with_val_folder_uses_it(tmp_path):
 
 
 def test_device_augmentation_makes_views_and_rotation_crop_on_the_device():
-    data = SSLDataModule(
-        dataset="synthetic", synthetic_size=32, batch_size=8, num_workers=0,
-        with_rotation=True, augment_on="device", rotation_crop_size=16,
-    )  # fmt: skip
+    data = SSLDataModule(Synthetic(size=32), batch_size=8, num_workers=0, augment_on="device")
+    data.rotation = RotationInput(crop_size=16)
     data.setup("fit")
     loaded = next(iter(data.train_dataloader()))
     # the loader serves one un-augmented uint8 source image per sample
@@ -220,3 +320,95 @@ def test_device_augmentation_makes_views_and_rotation_crop_on_the_device():
     assert not torch.equal(batch["views"][0], data.normalize(source))
     # normalised like loader-made views: a float in [0, 1] maps as the uint8 image would
     torch.testing.assert_close(data.normalize(source.float() / 255), data.normalize(source))
+
+
+def _unlabeled_folder(root, count=6, side=36):
+    for index in range(count):
+        folder = root / f"part{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (side, side), (index, 0, 0)).save(folder / f"{index}.png")
+    return UnlabeledFolder(str(root))
+
+
+def test_eval_dataset_gives_the_classes_validation_split_and_evaluation_training_images(
+    tmp_path,
+):
+    labelled = ImageFolder(str(_image_folder(tmp_path / "labelled", val=True)))
+    data = SSLDataModule(
+        _unlabeled_folder(tmp_path / "unlabeled"),
+        eval_dataset=labelled,
+        image_size=32,
+        batch_size=BATCH,
+        num_workers=0,
+    )
+    data.setup("fit")
+    assert data.evaluation_data == "eval_dataset"
+    assert data.classes == ["cat", "dog", "fox"]
+    # pretraining still reads the unlabeled images
+    assert len(data.train_dataloader().dataset) == 6
+    assert all(label == -1 for _, label in data._train.base)
+    # validation is the eval set's val/ folder, the kNN/probe training images its train/ folder
+    assert all("/val/" in path for path, _ in data.val_dataloader().dataset.base.samples)
+    bank = data.eval_train_dataset()
+    assert len(bank) == 24 and sorted({sample["label"] for sample in bank}) == [0, 1, 2]
+
+
+def test_a_model_that_trains_on_labels_trains_on_the_eval_dataset(tmp_path):
+    from rotaux.eval import LinearEval
+
+    assert LinearEval.trains_on_labels
+    labelled = ImageFolder(str(_image_folder(tmp_path / "labelled", val=True)))
+    unlabeled = _unlabeled_folder(tmp_path / "unlabeled")
+    classifier = SimpleNamespace(trains_on_labels=True)
+    data = SSLDataModule(
+        unlabeled, eval_dataset=labelled, image_size=32, batch_size=BATCH, num_workers=0
+    )
+    _set_up_by_model(data, classifier)
+    assert len(data._train) == 24
+    assert {label for _, label in data._train.base} == {0, 1, 2}
+    # the pretraining images are not even read
+    absent = UnlabeledFolder(str(tmp_path / "nowhere"))
+    data = SSLDataModule(
+        absent, eval_dataset=labelled, image_size=32, batch_size=BATCH, num_workers=0
+    )
+    _set_up_by_model(data, classifier)
+    assert len(data._train) == 24
+
+    data = SSLDataModule(unlabeled, image_size=32, batch_size=BATCH, num_workers=0)
+    with pytest.raises(RotauxError, match="have none. Give labelled images with --data.eval"):
+        _set_up_by_model(data, classifier)
+
+
+def test_eval_dataset_must_be_labelled_with_the_training_channels(tmp_path):
+    unlabeled = _unlabeled_folder(tmp_path / "unlabeled")
+    data = SSLDataModule(
+        unlabeled, eval_dataset=unlabeled, image_size=32, batch_size=BATCH, num_workers=0
+    )
+    with pytest.raises(RotauxError, match="--data.eval_dataset UnlabeledFolder has no labels"):
+        data.setup("fit")
+
+    class OneBand(Synthetic):
+        @property
+        def channels(self) -> int:
+            return 1
+
+    data = SSLDataModule(
+        Synthetic(size=16), eval_dataset=OneBand(size=16), batch_size=BATCH, num_workers=0
+    )
+    with pytest.raises(RotauxError, match="has 1-channel images but the training images have 3"):
+        data.setup("fit")
+    with pytest.raises(RotauxError, match="eval_dataset must be a data source"):
+        SSLDataModule(Synthetic(), eval_dataset="cifar10")
+
+
+def test_a_user_source_returning_channels_last_images_is_refused(tmp_path):
+    class ChannelsLast(Synthetic):
+        def load(self):
+            splits = super().load()
+            images = splits.train.images
+            splits.train.images = images.permute(0, 2, 3, 1)
+            return splits
+
+    data = SSLDataModule(ChannelsLast(size=16), batch_size=BATCH, num_workers=0)
+    with pytest.raises(RotauxError, match=r"has shape \(32, 32, 3\), but ChannelsLast declares 3"):
+        data.setup("fit")

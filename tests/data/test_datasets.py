@@ -2,30 +2,18 @@ import pytest
 import torch
 from PIL import Image
 
-from rotaux.data.datasets import (
-    PRESETS,
-    CorruptImageError,
-    image_sides,
-    load_datasets,
-    load_rgb,
-    stratified_split,
-    verify_image_files,
-)
+from rotaux.data import CIFAR10, CIFAR100, STL10, ImageFolder, Synthetic
+from rotaux.data.sources.base import stratified_split
+from rotaux.data.sources.image_files import CorruptImageError, load_rgb, verify_image_files
 from rotaux.errors import RotauxError
 
 
+def _folder_source(root, val_fraction=0.25, seed=0, verify="full"):
+    return ImageFolder(str(root), val_fraction=val_fraction, split_seed=seed, verify_images=verify)
+
+
 def _load_folder(root, val_fraction=0.25, seed=0, verify="full"):
-    return load_datasets(
-        "imagefolder",
-        str(root),
-        download=False,
-        val_fraction=val_fraction,
-        split_seed=seed,
-        verify_images=verify,
-        synthetic_size=0,
-        synthetic_classes=0,
-        image_size=32,
-    )
+    return _folder_source(root, val_fraction, seed, verify).load()
 
 
 def _image_folder(root, counts=(8, 8, 8), side=40):
@@ -99,35 +87,41 @@ def test_verify_header_mode_misses_truncated_files_that_full_mode_catches(tmp_pa
 
 def test_image_sides_reads_the_shorter_side_from_headers(tmp_path):
     root = _image_folder(tmp_path, counts=(3,), side=20)
-    splits = _load_folder(root, val_fraction=0.5)
-    assert sorted(image_sides(splits.train)) == [20, 20, 20]
-    assert image_sides(torch.utils.data.TensorDataset(torch.zeros(2))) == []
+    source = _folder_source(root, val_fraction=0.5)
+    splits = source.load()
+    assert sorted(source.image_sides(splits.train)) == [20, 20, 20]
+    assert source.image_sides(torch.utils.data.TensorDataset(torch.zeros(2))) == []
 
 
-def test_presets_match_the_published_statistics():
-    assert PRESETS["cifar10"].mean == (0.4914, 0.4822, 0.4465)
-    assert PRESETS["cifar10"].std == (0.2470, 0.2435, 0.2616)
-    assert PRESETS["imagefolder"].mean == (0.485, 0.456, 0.406)
-    assert PRESETS["imagefolder"].std == (0.229, 0.224, 0.225)
-    assert [PRESETS[name].image_size for name in ("cifar100", "stl10", "imagefolder")] == [
-        32,
-        96,
-        224,
-    ]
+def test_sources_carry_the_published_statistics():
+    assert CIFAR10().mean == (0.4914, 0.4822, 0.4465)
+    assert CIFAR10().std == (0.2470, 0.2435, 0.2616)
+    assert CIFAR100().mean == (0.5071, 0.4865, 0.4409)
+    assert CIFAR100().std == (0.2673, 0.2564, 0.2762)
+    assert ImageFolder().mean == (0.485, 0.456, 0.406)
+    assert ImageFolder().std == (0.229, 0.224, 0.225)
+    sources = (CIFAR10(), CIFAR100(), STL10(), ImageFolder())
+    assert [source.image_size for source in sources] == [32, 32, 96, 224]
+    # CIFAR and STL-10 have one fixed side; an image folder's images vary
+    assert [source.native_size for source in sources] == [32, 32, 96, None]
 
 
 def test_synthetic_split_sizes():
-    splits = load_datasets(
-        "synthetic",
-        "unused",
-        download=False,
-        val_fraction=0.25,
-        split_seed=0,
-        verify_images="full",
-        synthetic_size=40,
-        synthetic_classes=4,
-        image_size=16,
-    )
+    source = Synthetic(size=40, classes=4, side=16, val_fraction=0.25)
+    splits = source.load()
     assert (len(splits.train), len(splits.val)) == (40, 10)
     assert splits.train[0][0].shape == (3, 16, 16)
+    assert (source.image_size, source.native_size) == (16, 16)
+    # the validation images are drawn with the next seed
     assert not torch.equal(splits.train.images[:10], splits.val.images)
+
+
+def test_synthetic_validation_has_at_least_one_image_per_class():
+    splits = Synthetic(size=20, classes=8, side=8, val_fraction=0.1).load()
+    assert len(splits.val) == 8
+    assert splits.classes == [f"class_{index}" for index in range(8)]
+
+
+def test_synthetic_rejects_empty_sizes():
+    with pytest.raises(RotauxError, match="size"):
+        Synthetic(size=0)

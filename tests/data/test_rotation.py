@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rotaux.data.rotation import rotate_batch
+from rotaux.data.rotation import RotationInput, rotate_batch, rotate_views
 
 
 def _asymmetric(batch: int = 1) -> torch.Tensor:
@@ -51,3 +51,41 @@ def test_non_square_images_and_other_copy_counts_are_rejected():
         rotate_batch(torch.zeros(2, 3, 4, 5))
     with pytest.raises(ValueError, match="copies must be 1 or 4, got 3"):
         rotate_batch(torch.zeros(2, 3, 4, 4), copies=3)
+
+
+def test_one_copy_keeps_the_channels_last_layout():
+    images = torch.randn(4, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    rotated, labels = rotate_batch(images, copies=1)
+    assert rotated.is_contiguous(memory_format=torch.channels_last)
+    for image, out, k in zip(images, rotated, labels.tolist(), strict=True):
+        assert torch.equal(out, torch.rot90(image, k, dims=(1, 2)))
+
+
+@pytest.mark.parametrize("copies", [1, 4])
+def test_rotate_views_concatenates_each_views_rotations_view_after_view(copies):
+    torch.manual_seed(0)
+    views = [torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)]
+    rotated, labels = rotate_views(views, copies)
+    per_view = 5 * copies
+    assert rotated.shape == (2 * per_view, 3, 4, 4) and labels.shape == (2 * per_view,)
+    for group, view in enumerate(views):
+        for row in range(per_view):
+            index = group * per_view + row
+            image = view[row % 5]
+            assert torch.equal(rotated[index], torch.rot90(image, labels[index].item(), (1, 2)))
+    if copies == 4:
+        assert labels.tolist() == [k for k in range(4) for _ in range(5)] * 2
+
+
+def test_rotate_views_draws_each_views_rotations_separately():
+    torch.manual_seed(0)
+    view = torch.randn(64, 3, 2, 2)
+    _, labels = rotate_views([view, view], copies=1)
+    assert not torch.equal(labels[:64], labels[64:])
+
+
+def test_rotation_input_groups():
+    assert RotationInput(source="crop", views=2).groups == 1
+    assert RotationInput(source="view", views=2).groups == 1
+    assert RotationInput(source="views", views=2).groups == 2
+    assert RotationInput(source="views", views=3).groups == 3

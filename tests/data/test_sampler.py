@@ -2,7 +2,7 @@ from collections import Counter
 
 import torch
 
-from rotaux.data import SSLDataModule
+from rotaux.data import SSLDataModule, Synthetic
 from rotaux.data.sampler import EpochSampler, ResumableLoader, SeededSamples
 
 
@@ -82,11 +82,11 @@ def test_batches_are_the_same_with_any_workers_and_resume_mid_epoch():
 
 def test_data_module_takes_the_run_seed_and_restores_the_checkpointed_one(monkeypatch):
     monkeypatch.setenv("PL_GLOBAL_SEED", "11")
-    data = SSLDataModule("synthetic", batch_size=4, num_workers=0, synthetic_size=16)
+    data = SSLDataModule(Synthetic(size=16), batch_size=4, num_workers=0)
     data.setup("fit")
     assert data.train_dataloader().sampler.seed == 11
     assert data.state_dict() == {"seed": 11}
-    resumed = SSLDataModule("synthetic", batch_size=4, num_workers=0, synthetic_size=16)
+    resumed = SSLDataModule(Synthetic(size=16), batch_size=4, num_workers=0)
     resumed.load_state_dict({"seed": 5})
     resumed.setup("fit")
     loader = resumed.train_dataloader()

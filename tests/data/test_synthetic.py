@@ -1,6 +1,6 @@
 import torch
 
-from rotaux.data.synthetic import SyntheticImages
+from rotaux.data import SyntheticImages
 
 
 def test_images_are_uint8_rgb_with_balanced_labels():

@@ -1,13 +1,15 @@
 import pytest
 import torch
-from cli_utils import fit_tiny, read_metrics
+from cli_utils import TINY_BACKBONE, TINY_RUN, read_metrics
 from lightning import Trainer
 
-from rotaux.data import SSLDataModule, SyntheticImages
+from rotaux.backbones import ResNet
+from rotaux.cli import main
+from rotaux.data import SSLDataModule, Synthetic, SyntheticImages
 from rotaux.data.transforms import eval_transform
 from rotaux.errors import RotauxError
 from rotaux.eval import LinearEval, linear_eval_on_features
-from rotaux.export import export_backbone, read_checkpoint
+from rotaux.export import export_backbone, read_checkpoint_backbone
 from rotaux.methods import BYOL
 
 
@@ -16,8 +18,7 @@ def pretrained_checkpoint(path) -> str:
     Lightning's ModelCheckpoint would."""
     torch.manual_seed(0)
     model = BYOL(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         proj_hidden_dim=16,
         proj_output_dim=8,
         pred_hidden_dim=16,
@@ -31,9 +32,31 @@ def pretrained_checkpoint(path) -> str:
     return str(path)
 
 
+def fit_linear_eval(tmp_path, checkpoint: str, *extra: str):
+    """``rotaux fit --model rotaux.eval.LinearEval`` of ``checkpoint`` on the tiny run's data
+    and trainer (the backbone comes from the checkpoint). Returns the run folder."""
+    data_and_trainer = TINY_RUN[len(TINY_BACKBONE) :]
+    main(
+        [
+            "fit",
+            "--model",
+            "rotaux.eval.LinearEval",
+            "--model.checkpoint",
+            checkpoint,
+            *data_and_trainer,
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.name",
+            "test",
+            *extra,
+        ]
+    )
+    return tmp_path / "test" / "version_0"
+
+
 def encode(backbone: torch.nn.Module, images: SyntheticImages) -> torch.Tensor:
     """Eval-mode features of un-augmented synthetic images, in batches of 16 like the runs."""
-    transform, normalize = eval_transform(32, 32), SSLDataModule(dataset="synthetic").normalize
+    transform, normalize = eval_transform(32, 32), SSLDataModule(Synthetic()).normalize
     batch = torch.stack([transform(image) for image, _ in images])
     with torch.no_grad():
         return torch.cat([backbone.eval()(normalize(part)) for part in batch.split(16)])
@@ -76,20 +99,13 @@ def test_separable_features_are_classified_perfectly():
 
 def test_fit_trains_a_linear_classifier_on_the_frozen_backbone(tmp_path):
     checkpoint = pretrained_checkpoint(tmp_path / "byol.ckpt")
-    run = fit_tiny(
-        tmp_path,
-        "rotaux.eval.LinearEval",
-        "--model.checkpoint",
-        checkpoint,
-        "--trainer.log_every_n_steps",
-        "1",
-    )
+    run = fit_linear_eval(tmp_path, checkpoint, "--trainer.log_every_n_steps", "1")
     rows = read_metrics(run)
     assert any("train/loss" in row for row in rows)
     (logged,) = [row for row in rows if "val/top1" in row]
 
     trained = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    pretrained = read_checkpoint(checkpoint)
+    pretrained = read_checkpoint_backbone(checkpoint)
     # weights and BatchNorm statistics untouched: no gradient and eval mode throughout
     for name, value in pretrained.state_dict.items():
         torch.testing.assert_close(trained[f"backbone.{name}"], value, rtol=0, atol=0)
@@ -105,10 +121,8 @@ def test_fit_trains_a_linear_classifier_on_the_frozen_backbone(tmp_path):
 
 def test_precomputed_features_path_matches_linear_eval_on_features(tmp_path):
     checkpoint = pretrained_checkpoint(tmp_path / "byol.ckpt")
-    run = fit_tiny(
+    run = fit_linear_eval(
         tmp_path,
-        "rotaux.eval.LinearEval",
-        "--model.checkpoint",
         checkpoint,
         "--model.precompute_features",
         "true",
@@ -122,14 +136,14 @@ def test_precomputed_features_path_matches_linear_eval_on_features(tmp_path):
         "1",
         "--model.optimizer.lr",
         "16",
-        "--data.synthetic_size",
+        "--data.dataset.size",
         "160",
     )
     rows = read_metrics(run)
     assert not any("train/loss" in row for row in rows)
     (logged,) = [row for row in rows if "val/top1" in row]
 
-    backbone = read_checkpoint(checkpoint).build()
+    backbone = read_checkpoint_backbone(checkpoint).build()
     train, val = SyntheticImages(160, 10, 32, seed=0), SyntheticImages(16, 10, 32, seed=1)
     expected = linear_eval_on_features(
         encode(backbone, train),
@@ -150,20 +164,28 @@ def test_loads_exported_backbones_and_rejects_other_architectures(tmp_path, caps
     checkpoint = pretrained_checkpoint(tmp_path / "byol.ckpt")
     folder = export_backbone(checkpoint, tmp_path / "export")
     model = LinearEval(checkpoint=str(folder))
-    assert (model.hparams.backbone_width, model.hparams.cifar_stem) == (8, True)
-    for name, value in read_checkpoint(checkpoint).state_dict.items():
+    # the architecture comes from the export's record and is kept in the hyperparameters
+    assert model.hparams.backbone == ResNet(width=8, cifar_stem=True)
+    assert model.backbone_config == ResNet(width=8, cifar_stem=True)
+    for name, value in read_checkpoint_backbone(checkpoint).state_dict.items():
         torch.testing.assert_close(model.backbone.state_dict()[name], value, rtol=0, atol=0)
     assert not model.train().backbone.training
 
-    with pytest.raises(RotauxError, match="backbone_width=8.*asks for backbone_width=16"):
-        LinearEval(checkpoint=checkpoint, backbone_width=16)
+    # the expected architecture may be given, and must then be the checkpoint's
+    same = LinearEval(checkpoint=checkpoint, backbone=ResNet(width=8, cifar_stem=True))
+    assert same.backbone_config == ResNet(width=8, cifar_stem=True)
+    with pytest.raises(RotauxError, match="width=8.*asks for ResNet.*width=16"):
+        LinearEval(checkpoint=checkpoint, backbone=ResNet(width=16, cifar_stem=True))
     with pytest.raises(SystemExit):
-        fit_tiny(
+        fit_linear_eval(
             tmp_path,
-            "rotaux.eval.LinearEval",
-            "--model.checkpoint",
             checkpoint,
-            "--model.cifar_stem",
+            "--model.backbone",
+            "ResNet",
+            *TINY_BACKBONE,
+            "--model.backbone.cifar_stem",
             "false",
         )
-    assert "asks for cifar_stem=False" in capsys.readouterr().err
+    assert "but this run asks for ResNet(name='resnet18', cifar_stem=False, width=8" in (
+        capsys.readouterr().err
+    )

@@ -55,6 +55,8 @@ def test_dino_loss_matches_naive_loop_then_updates_the_center():
     loss_fn = DINOLoss(num_prototypes=4, student_temperature=0.1, center_momentum=0.9)
     loss_fn.center.copy_(old_center)
     loss = loss_fn(student, teacher, teacher_temperature=0.05)
+    torch.testing.assert_close(loss_fn.center, old_center.unsqueeze(0))  # staged, not applied
+    loss_fn.commit()
     expected = _naive_dino([s.detach() for s in student], teacher, old_center, 0.1, 0.05)
     assert math.isclose(loss.item(), expected, rel_tol=1e-5)
     # the center moves only after the loss used the old one
@@ -70,6 +72,7 @@ def _center_on_rank(rank: int, world_size: int, teacher: list) -> tuple:
     local = [t.chunk(world_size)[rank] for t in teacher]
     for _ in range(2):
         loss_fn.update_center(local)
+        loss_fn.commit()
     return loss_fn.center
 
 
@@ -80,6 +83,7 @@ def test_center_update_on_two_ranks_uses_the_global_batch_mean():
     single = DINOLoss(num_prototypes=3)
     for _ in range(2):
         single.update_center(teacher)
+        single.commit()
     mean = torch.cat(teacher).mean(dim=0, keepdim=True)
     torch.testing.assert_close(single.center, (0.1 + 0.9 * 0.1) * mean)
     for center in results:

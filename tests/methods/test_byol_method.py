@@ -4,6 +4,7 @@ import pytest
 import torch
 from cli_utils import fit_tiny, read_metrics
 
+from rotaux.backbones import ResNet
 from rotaux.losses import byol_loss
 from rotaux.methods import BYOL
 from rotaux.optim import OptimizerConfig, build_optimizer
@@ -14,8 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\
 
 def _tiny(rotation_weight: float = 0.4) -> BYOL:
     return BYOL(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         channels_last=False,
         proj_hidden_dim=32,
         proj_output_dim=16,
@@ -33,14 +33,24 @@ def test_byol_fits_with_rotation_and_logs_rotation_metrics(tmp_path):
     logged = set().union(*rows)
     assert {"train/loss", "train/ssl_loss", "train/rot_loss", "train/rot_acc"} <= logged
     assert "val/linear_top1" in logged
-    assert (run / "checkpoints" / "last.ckpt").exists()
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    # the tiny run's backbone options reached the model
+    assert checkpoint["rotaux_architecture"]["backbone"]["init_args"] == {
+        "name": "resnet18",
+        "cifar_stem": True,
+        "width": 8,
+        "channels": 3,
+    }
 
 
 def test_defaults_are_the_papers_and_solo_learns():
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(BYOL.__init__).parameters.items()
-    }
+    # the rotation and base options come from the classes BYOL forwards **base_options to; a
+    # subclass's default (BYOL's optimizer) overrides its base's
+    defaults = {}
+    for cls in reversed(BYOL.__mro__):
+        if "__init__" in vars(cls):
+            parameters = inspect.signature(cls.__init__).parameters.items()
+            defaults |= {name: parameter.default for name, parameter in parameters}
     assert (defaults["proj_hidden_dim"], defaults["proj_output_dim"]) == (4096, 256)
     assert defaults["pred_hidden_dim"] == 4096
     assert (defaults["base_momentum"], defaults["final_momentum"]) == (0.99, 1.0)
@@ -91,7 +101,9 @@ def test_checkpoint_records_the_architecture():
     _tiny().on_save_checkpoint(checkpoint)
     assert checkpoint["rotaux_architecture"] == {
         "method": "BYOL",
-        "backbone": "resnet18",
-        "cifar_stem": True,
-        "backbone_width": 8,
+        "backbone": {
+            "class_path": "rotaux.backbones.resnet.ResNet",
+            "init_args": {"name": "resnet18", "cifar_stem": True, "width": 8, "channels": 3},
+        },
+        "rotation_head": True,
     }

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from cli_utils import fit_tiny, printed_model_options, read_metrics
 
+from rotaux.backbones import ResNet
 from rotaux.heads import DINOHead
 from rotaux.methods.dino import DINO
 
@@ -23,8 +24,7 @@ ROTATION_METRICS = {"train/rot_loss", "train/rot_acc"}
 def _tiny_dino(**overrides) -> DINO:
     torch.manual_seed(0)
     options = dict(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         proj_hidden_dim=16,
         proj_output_dim=8,
         num_prototypes=12,
@@ -44,6 +44,8 @@ def test_dino_fits_with_multi_crop_and_keeps_its_center_in_the_checkpoint(tmp_pa
         MULTI_CROP,
         "--trainer.log_every_n_steps",
         "1",
+        "--model.warmup_teacher_temperature_epochs",
+        "2",
         *extra,
     )
     rows = read_metrics(run)

@@ -2,6 +2,7 @@ import pytest
 import torch
 from cli_utils import fit_tiny, printed_model_options, read_metrics
 
+from rotaux.backbones import ResNet
 from rotaux.losses.moco import moco_loss
 from rotaux.methods.mocov2plus import MoCoV2Plus
 
@@ -32,8 +33,7 @@ def test_print_config_lists_every_constructor_option(capsys):
 def test_keys_of_a_step_join_the_queues_only_after_the_loss():
     torch.manual_seed(0)
     model = MoCoV2Plus(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         proj_hidden_dim=16,
         proj_output_dim=8,
         queue_size=6,
@@ -51,6 +51,8 @@ def test_keys_of_a_step_join_the_queues_only_after_the_loss():
     ) / 2
     loss = model.training_step({"views": views}, 0)["loss"]
     torch.testing.assert_close(loss, expected)
+    for queue in model.queues:
+        queue.commit()  # what the optimizer step does in training (rotaux.staging)
     for queue, key, old in zip(model.queues, keys, old_queues, strict=True):
         torch.testing.assert_close(queue.rows[:4], key)
         torch.testing.assert_close(queue.rows[4:], old[4:])

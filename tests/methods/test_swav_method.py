@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from cli_utils import fit_tiny, printed_model_options, read_metrics
 
+from rotaux.backbones import ResNet
 from rotaux.errors import RotauxError
 from rotaux.losses.swav import sinkhorn
 from rotaux.methods.swav import SwAV
@@ -24,8 +25,7 @@ ROTATION_METRICS = {"train/rot_loss", "train/rot_acc"}
 def _tiny_swav(**overrides) -> SwAV:
     torch.manual_seed(0)
     options = dict(
-        backbone_width=8,
-        cifar_stem=True,
+        backbone=ResNet(width=8, cifar_stem=True),
         proj_hidden_dim=16,
         proj_output_dim=8,
         num_prototypes=5,
@@ -87,6 +87,7 @@ def test_codes_use_the_queue_once_it_is_full_and_its_start_epoch_is_reached():
     scores = torch.randn(4, 5).tanh()
     torch.testing.assert_close(model.codes(0, scores), sinkhorn(scores))  # queue still empty
     model.queues[0].push(F.normalize(torch.randn(6, 8), dim=1))
+    model.queues[0].commit()
     queued_scores = model.prototypes(model.queues[0].rows)
     with_queue = sinkhorn(torch.cat([scores, queued_scores]))[:4]
     torch.testing.assert_close(model.codes(0, scores), with_queue)
