@@ -3,7 +3,8 @@
 Each row trains one method from its CIFAR-10 recipe (``configs/cifar10/<method>.yaml``: heads,
 crops, optimizer, rotation copies as shipped) through the real Lightning loop, on 32x32 synthetic
 images, and reports images per second next to the limit set by the bare backbone, measured in
-the same process on the same device. Only the backbone width, batch size, precision, memory
+the same process on the same device. Only the backbone (``--backbone``: the recipes' ResNet-18 at
+``--width``, or a WideResNet, ViT, Swin or ConvNeXt for 32 px), batch size, precision, memory
 format and data source are set by the script; ``--model.rotation_weight 0`` makes the baseline
 row. By default rotaux's training callbacks run as ``rotaux fit`` runs them (online linear probe,
 divergence guard, training clock); progress bar, logger, checkpoints and validation are off.
@@ -77,15 +78,46 @@ from torch import nn
 
 import rotaux
 from rotaux import SSLDataModule, SSLMethod
-from rotaux.backbones import ResNet
+from rotaux.backbones import Backbone, ConvNeXt, ResNet, Swin, ViT, WideResNet
 from rotaux.callbacks import CompileBackbones, DivergenceGuard, OnlineLinearProbe, TrainingClock
 from rotaux.cli import RotauxArgumentParser, RotauxCLI
+from rotaux.errors import RotauxError
 from rotaux.methods import METHODS as REGISTERED_METHODS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "cifar10"
-METHODS = tuple(name for name, entry in REGISTERED_METHODS.items() if entry.backbones == "any")
-"""The registered methods by short name (``configs/cifar10/<name>.yaml`` is each one's recipe),
-except those for ViTs only: the benchmark's recipes and its limit are ResNet-18's."""
+METHODS = tuple(REGISTERED_METHODS)
+"""The registered methods by short name; ``configs/cifar10/<name>.yaml`` is each one's recipe."""
+
+BACKBONES = (
+    "resnet18",
+    "wide_resnet28_2",
+    "wide_resnet28_8",
+    "vit_tiny",
+    "vit_small",
+    "swin",
+    "convnext",
+)
+"""The backbones a run can replace the recipes' with, for 32x32 images (``--backbone``)."""
+
+
+def backbone(name: str, width: int) -> Backbone:
+    """The 32 px description of ``--backbone name`` (``width`` applies to the ResNet)."""
+    return {
+        "resnet18": ResNet("resnet18", cifar_stem=True, width=width),
+        "wide_resnet28_2": WideResNet(28, 2),
+        "wide_resnet28_8": WideResNet(28, 8),
+        "vit_tiny": ViT("tiny", patch_size=4, image_size=IMAGE_SIZE),
+        "vit_small": ViT("small", patch_size=4, image_size=IMAGE_SIZE),
+        "swin": Swin(image_size=IMAGE_SIZE, window_size=2),
+        "convnext": ConvNeXt(),
+    }[name]
+
+
+def runs_on(method: str, name: str) -> bool:
+    """Whether ``method`` trains on ``--backbone name`` (masked-image methods need a ViT)."""
+    return REGISTERED_METHODS[method].backbones == "any" or name.startswith("vit")
+
+
 PRECISIONS = ("32-true", "bf16-mixed")
 IMAGE_SIZE = 32
 SYNC_WARNING = "synchronizing CUDA operation"
@@ -305,7 +337,7 @@ class BackboneLimit:
         self.args = args
         self.device = device
         self.seconds: dict[BackboneCall, float] = {}
-        self.net = ResNet("resnet18", cifar_stem=True, width=args.width).build()
+        self.net = backbone(args.backbone, args.width).build()
         self.net = self.net.to(device).train()
         if args.channels_last == "on":
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -347,7 +379,7 @@ def build(
     options = {
         "trainer.logger": "false",
         "trainer.accelerator": "cpu",
-        "model.backbone.width": args.width,
+        "model.backbone": json.dumps(backbone(args.backbone, args.width).record()),
         "model.channels_last": args.channels_last == "on",
         "data.dataset": "Synthetic",
         "data.dataset.size": total_steps * args.batch_size,
@@ -477,7 +509,9 @@ def environment(device: torch.device) -> dict[str, str]:
     return env
 
 
-def markdown(args: argparse.Namespace, env: dict[str, str], rows: list[Row]) -> str:
+def markdown(
+    args: argparse.Namespace, env: dict[str, str], rows: list[Row], skipped: list[str] = ()
+) -> str:
     compiled = ", backbones compiled (torch.compile)" if args.compile else ""
     callbacks = {
         "rotaux": "rotaux's training callbacks (linear probe, divergence guard, clock)",
@@ -485,7 +519,7 @@ def markdown(args: argparse.Namespace, env: dict[str, str], rows: list[Row]) -> 
         "none": "no callbacks",
     }[args.callbacks]
     lines = [
-        f"# Training throughput: ResNet-18 width {args.width}, CIFAR stem, {IMAGE_SIZE}x"
+        f"# Training throughput: {backbone(args.backbone, args.width)}, {IMAGE_SIZE}x"
         f"{IMAGE_SIZE}, batch {args.batch_size}, {args.precision}, channels-last "
         f"{args.channels_last}{compiled}",
         "",
@@ -521,6 +555,8 @@ def markdown(args: argparse.Namespace, env: dict[str, str], rows: list[Row]) -> 
         if has_syncs:
             line += f" {row.syncs_per_step:.1f} |"
         lines.append(line)
+    if skipped:
+        lines += ["", "Not run on this backbone:", "", *(f"- {reason}" for reason in skipped)]
     sites = Counter()
     for row in rows:
         sites.update(row.sync_sites)
@@ -543,6 +579,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10, help="measured steps per row")
     parser.add_argument("--warmup", type=int, default=3, help="discarded steps per row (>= 1)")
+    parser.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        default="resnet18",
+        help="the backbone of every row, in place of the recipes' ResNet-18 (32 px variants: "
+        "ViTs with 4 px patches, Swin with 2-patch windows)",
+    )
     parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = full)")
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16-mixed")
     parser.add_argument("--channels-last", choices=("on", "off"), default="on")
@@ -571,6 +614,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output", type=Path, help="also write the table here (JSON if the name ends in .json)"
     )
     args = parser.parse_args(argv)
+    if args.methods == list(METHODS):
+        args.methods = [method for method in METHODS if runs_on(method, args.backbone)]
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1.")
     if args.threads is not None and args.threads < 1:
@@ -592,9 +637,16 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     limit = BackboneLimit(args, device)
     rows = []
+    skipped = []
     for method in args.methods:
         for rotation in (value == "on" for value in args.rotation):
-            rows.append(measure(method, rotation, args, device, limit))
+            try:
+                rows.append(measure(method, rotation, args, device, limit))
+            except RotauxError as error:
+                # a recipe whose crops the backbone cannot take (multi-crop on Swin, ...)
+                skipped.append(f"{method}: {error}")
+                print(f"{method}: skipped, {error}", flush=True)
+                break
             row = rows[-1]
             print(
                 f"{method} rotation {'on' if rotation else 'off'}: step "
@@ -603,7 +655,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    table = markdown(args, env, rows)
+    table = markdown(args, env, rows, skipped)
     print(table)
     print(f"Benchmark time: {time.perf_counter() - started:.0f} s")
     if args.output is not None:

@@ -66,7 +66,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _not_a_checkpoint(path: Path, error: BaseException) -> str:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    # torch's weights-only message opens with advice about trusting the file, which does not
+    # apply: its last line ("invalid load key ...") says what is wrong
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(error).__name__
+    if "weights_only" in reason or "pytorch.org" in reason or len(reason) > 200:
+        reason = "torch.load cannot read it"
     return f"{path} is not a PyTorch checkpoint ({reason}). {CHECKPOINT_HINT}"
 
 

@@ -3,15 +3,12 @@ online linear probe)."""
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import inspect
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jsonargparse._common import debug_mode_active
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -29,6 +26,7 @@ from rotaux.callbacks import (
     TrainingClock,
 )
 from rotaux.checkpointing import PreemptionCheckpoint, find_resume_checkpoint
+from rotaux.cli_errors import explain
 from rotaux.data import SSLDataModule, imagenet100, shards_convert
 from rotaux.errors import RotauxError
 from rotaux.eval import command as eval_command
@@ -36,66 +34,16 @@ from rotaux.methods import SSLMethod
 
 
 class RotauxArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser, whose errors for an unknown option also name the closest valid one
-    (a misspelt key otherwise only gets jsonargparse's list of what failed)."""
+    """LightningCLI's parser, which answers the common mistakes (a value of the wrong type, an
+    unknown method, data source or backbone, a misspelt or moved option) in one line instead of
+    jsonargparse's usage text and nested dump (:mod:`rotaux.cli_errors`)."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        super().error(message + _suggestion(message, self), ex)
-
-
-RENAMED_OPTIONS = {
-    "data.root": "data.dataset.root",
-    "data.download": "data.dataset.download",
-    "data.val_fraction": "data.dataset.val_fraction",
-    "data.split_seed": "data.dataset.split_seed",
-    "data.verify_images": "data.dataset.verify_images",
-    "data.on_corrupt_image": "data.dataset.on_corrupt_image",
-    "data.synthetic_size": "data.dataset.size",
-    "data.synthetic_classes": "data.dataset.classes",
-    "data.rotation_source": "model.rotation_source",
-    "data.rotation_copies": "model.rotation_copies",
-    "data.rotation_crop_size": "model.rotation_crop_size",
-    "data.rotation_crop_scale": "model.rotation_crop_scale",
-    "model.backbone_width": "model.backbone.width",
-    "model.cifar_stem": "model.backbone.cifar_stem",
-}
-"""Options of rotaux 0.1 and where they live now (the data source and the backbone own their
-options; the rotation options are the model's)."""
-
-
-def _suggestion(message: str, parser: LightningArgumentParser) -> str:
-    """``"\nDid you mean --x?"`` for the unknown option that ``message`` names, or ``""``."""
-    model_option = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message)
-    if model_option:
-        class_path, unknown = model_option.groups()
-        module, _, name = class_path.rpartition(".")
-        options = {
-            parameter
-            for cls in getattr(importlib.import_module(module), name).__mro__
-            if "__init__" in vars(cls)
-            for parameter in inspect.signature(cls.__init__).parameters
-        }
-        prefix = "model."
-        renamed = RENAMED_OPTIONS.get(f"model.{unknown}")
-        if renamed:
-            return f"\nrotaux 0.2 moved this option: use --{renamed}."
-    else:
-        option = re.search(
-            r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)", message
-        )
-        if option is None:
-            return ""
-        unknown = option.group(1) or option.group(2)
-        renamed = RENAMED_OPTIONS.get(unknown.removeprefix("init_args."))
-        if renamed:
-            return f"\nrotaux 0.2 moved this option: use --{renamed}."
-        # a config file's keys are checked by the main parser, the options by the subcommand's
-        subcommands = getattr(parser, "_subcommands_action", None)
-        parsers = [parser, *(subcommands.choices.values() if subcommands else [])]
-        options = {action.dest for each in parsers for action in each._actions}
-        prefix = ""
-    matches = difflib.get_close_matches(unknown, sorted(options), n=1)
-    return f"\nDid you mean --{prefix}{matches[0]}?" if matches else ""
+        explanation = explain(message, self)
+        if explanation is not None and self.exit_on_error and not debug_mode_active():
+            print(f"rotaux: error: {explanation}", file=sys.stderr)
+            sys.exit(2)
+        super().error(message, ex)
 
 
 class RotauxCLI(LightningCLI):
@@ -162,6 +110,8 @@ class RotauxCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand)
+        if self.subcommand == "fit":
+            _check_run_length(config.trainer)
         if self.subcommand != "fit" or not config.auto_resume:
             return
         logger = getattr(config.trainer.logger, "init_args", None)
@@ -175,6 +125,17 @@ class RotauxCLI(LightningCLI):
         if checkpoint is not None:
             config.ckpt_path = str(checkpoint)
             logger.version = checkpoint.relative_to(root).parts[0]
+
+
+def _check_run_length(trainer: Any) -> None:
+    """Refuse a fit that would train nothing, before any model or data is built."""
+    for option in ("max_epochs", "max_steps"):
+        if getattr(trainer, option, None) == 0:
+            raise RotauxError(
+                f"--trainer.{option} 0 trains nothing and would exit as if it had succeeded. "
+                f"Set --trainer.{option} to the length of the run (the recipes use 1000 epochs on "
+                "CIFAR, 400 on ImageNet-100); use `rotaux validate` to evaluate a checkpoint."
+            )
 
 
 LIGHTNING_CHECKPOINT_NAMES = ("best", "last", "hpc", "registry")

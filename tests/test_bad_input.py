@@ -272,7 +272,7 @@ def test_cli_data_error(capsys, tmp_path):
 )
 def test_cli_options_of_rotaux_0_1_name_their_new_place(capsys, old, new):
     err = _cli_error(capsys, *old)
-    assert f"rotaux 0.2 moved this option: use {new}." in err
+    assert f"{old[0]} moved in rotaux 0.2: use {new}." in err
 
 
 def test_rotation_weight_with_data_that_has_no_rotated_images():

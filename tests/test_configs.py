@@ -12,10 +12,12 @@ from rotaux.cli import main
 from rotaux.methods import METHODS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# efficiency-report specs (benchmarks/efficiency.py --spec) list methods instead of a model
 RECIPES = sorted(
     path
     for path in CONFIGS.glob("**/*.yaml")
     if path.parent.name not in ("data", "trainer")
+    and "methods" not in yaml.safe_load(path.read_text())
 )
 FRAGMENTS = sorted(CONFIGS.glob("data/*.yaml")) + sorted(CONFIGS.glob("trainer/*.yaml"))
 CIFAR10 = sorted(CONFIGS.glob("cifar10/*.yaml"))

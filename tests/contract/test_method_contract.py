@@ -148,9 +148,7 @@ def test_baseline_builds_no_head_and_gets_no_rotated_images(trained, tmp_path):
 def test_targets_never_see_rotated_images_and_the_online_backbone_does(trained):
     _, _, model, recorder, _ = trained
     # the rotated (k > 0) copies of every step: a quarter of the rotated batch each
-    rotated = [
-        chunk for batch in recorder.rotated for chunk in batch.chunk(4)[1:] if chunk.numel()
-    ]
+    rotated = [chunk for batch in recorder.rotated for chunk in batch.chunk(4)[1:] if chunk.numel()]
     assert rotated
     for seen in recorder.target_inputs:
         for chunk in rotated:

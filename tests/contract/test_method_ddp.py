@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from ddp import run_distributed
 from tiny import FAMILIES, build, rank_share, synthetic_batch, use_global_batch_norm
 
@@ -17,11 +16,7 @@ GLOBAL_BATCH = 8
 
 
 def _methods(family: str) -> list[str]:
-    return [
-        name
-        for name, entry in METHODS.items()
-        if entry.backbones == "any" or family == "vit"
-    ]
+    return [name for name, entry in METHODS.items() if entry.backbones == "any" or family == "vit"]
 
 
 def _step(name: str, family: str, rank: int, world_size: int) -> tuple[float, dict]:

@@ -72,9 +72,10 @@ def test_whitened_groups_have_zero_mean_and_identity_covariance_and_match_naive_
 
 
 def test_a_group_with_no_more_samples_than_dimensions_gives_nan_not_an_exception():
-    # 3 samples in 4 dimensions: the covariance is singular
-    whitened = cholesky_whiten(torch.randn(1, 3, 4))
-    assert whitened.isnan().all()
+    # 3 samples in 4 dimensions, the last one constant: the covariance is singular exactly (a
+    # random 3 x 4 group is singular too, but float32 rounding can leave it barely positive)
+    groups = torch.tensor([[[1.0, 2.0, 0.5, 7.0], [-1.0, 0.0, 2.0, 7.0], [0.5, 1.0, -1.0, 7.0]]])
+    assert cholesky_whiten(groups).isnan().all()
 
 
 def test_wmse_loss_matches_naive_loops_for_three_views_and_two_groups():
