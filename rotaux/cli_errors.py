@@ -97,9 +97,7 @@ def _unknown_class(message: str) -> str | None:
     close = difflib.get_close_matches(value.rsplit(".", 1)[-1], names, n=1, cutoff=0.5)
     close += [name for name in names if name.lower() == value.lower() and name not in close]
     hint = f" Did you mean {close[-1]}?" if close else ""
-    return (
-        f"--{path} {value!r} is not a known {what}.{hint} Accepted: {', '.join(names)}, {own}."
-    )
+    return f"--{path} {value!r} is not a known {what}.{hint} Accepted: {', '.join(names)}, {own}."
 
 
 def _wrong_value(message: str) -> str | None:
