@@ -18,6 +18,14 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def own_rows(rows: torch.Tensor, local_count: int) -> torch.Tensor:
+    """This rank's ``local_count`` rows of ``rows`` drawn for the whole global batch (rank order):
+    random draws made so equal those of one process holding the whole batch, although every
+    rank's generator is seeded alike."""
+    start = rank() * local_count
+    return rows[start : start + local_count]
+
+
 class _GatherWithGradient(torch.autograd.Function):
     """all_gather whose backward sums the incoming gradients over ranks and returns this rank's
     slice, so every sample's gradient is what a single process with the whole batch computes

@@ -87,7 +87,8 @@ class LARS(Optimizer):
     ``(g + wd * w) * eta * ||w|| / (||g|| + wd * ||w||)``; with ``lars_clip`` the ratio is divided
     by the learning rate and clipped at 1. Where either norm is zero the ratio is 1 (after
     clipping, as in LARC and solo-learn).
-    Groups with ``lars_exclude=True`` take plain SGD-with-momentum steps. No step synchronises
+    Groups with ``lars_exclude=True`` take plain SGD-with-momentum steps on ``g + wd * w``
+    (``wd`` is 0 for biases and normalisation parameters). No step synchronises
     with the host.
     """
 
@@ -121,8 +122,8 @@ class LARS(Optimizer):
                 if param.grad is None:
                     continue
                 update = param.grad
+                weight_decay = group["weight_decay"]
                 if not group["lars_exclude"]:
-                    weight_decay = group["weight_decay"]
                     param_norm = torch.linalg.vector_norm(param)
                     grad_norm = torch.linalg.vector_norm(update)
                     ratio = group["eta"] * param_norm / (grad_norm + weight_decay * param_norm)
@@ -130,6 +131,9 @@ class LARS(Optimizer):
                         ratio = torch.clamp(ratio / group["lr"], max=1.0)
                     ratio = torch.where((param_norm > 0) & (grad_norm > 0), ratio, 1.0)
                     update = update.add(param, alpha=weight_decay).mul_(ratio)
+                elif weight_decay:
+                    # a decayed group without the trust ratio: plain SGD with weight decay
+                    update = update.add(param, alpha=weight_decay)
                 state = self.state[param]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = update.clone()

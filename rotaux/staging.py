@@ -9,7 +9,9 @@ at :meth:`StagedUpdates.commit`. :meth:`SSLMethod.optimizer_step
 :class:`~rotaux.callbacks.DivergenceGuard` discards the staged updates of a step it stops or skips,
 so it never has to copy these (large) buffers. With gradient accumulation the updates of all the
 micro-batches of a step are applied, in order, after that step: the micro-batches read the state
-of the start of the step, as the parts of one large batch would.
+of the start of the step, as the parts of one large batch would. Under fp16 mixed precision
+the guard checks only the loss and the gradient scaler skips overflowing steps itself; such a
+step's staged updates are still committed (they come from finite features).
 """
 
 from __future__ import annotations
@@ -73,3 +75,15 @@ def staged_buffer_ids(module: nn.Module) -> set[int]:
         if isinstance(child, StagedUpdates)
         for buffer in child.buffers(recurse=False)
     }
+
+
+def staged_buffer_names(module: nn.Module) -> list[str]:
+    """Names (as in ``module.named_buffers()``) of every buffer of a staged-update module inside
+    ``module``. They are the same on every rank by construction (each update is computed from
+    all ranks' data), so DDP need not broadcast them before every forward pass."""
+    return [
+        f"{prefix}.{name}" if prefix else name
+        for prefix, child in module.named_modules()
+        if isinstance(child, StagedUpdates)
+        for name in child._buffers
+    ]

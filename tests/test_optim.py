@@ -155,6 +155,17 @@ def test_lars_excluded_group_takes_plain_sgd_steps():
     torch.testing.assert_close(bias.detach(), torch.tensor([0.95 - 0.145, -2.025 - 0.0225]))
 
 
+def test_lars_decayed_group_without_adaptation_still_decays():
+    # ParameterGroup(lars_adaptation=False) with weight decay: w -= lr * (g + wd * w), no ratio
+    weight = nn.Parameter(torch.tensor([[3.0, 4.0]]))
+    optimizer = LARS(
+        [{"params": [weight], "weight_decay": 0.1, "lars_exclude": True}], lr=0.5, momentum=0.9
+    )
+    weight.grad = torch.tensor([[0.0, 1.0]])
+    optimizer.step()
+    torch.testing.assert_close(weight.detach(), torch.tensor([[3.0 - 0.15, 4.0 - 0.7]]))
+
+
 def test_lars_trust_ratio_is_one_for_a_zero_weight_even_with_a_large_lr():
     # a zero-initialised weight has no scale to adapt to: plain SGD step (as in LARC/solo-learn),
     # not one shrunk by the clipping's division by the learning rate

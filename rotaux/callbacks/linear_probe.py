@@ -146,17 +146,21 @@ class OnlineLinearProbe(Callback):
         norm.running_mean.copy_(features.mean(dim=0))
         norm.running_var.copy_(features.var(dim=0, unbiased=False))
         norm.eval()
-        fitted = train_linear_classifier(
-            norm(features),
-            labels,
-            linear.out_features,
-            epochs=self.fit_epochs,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            batch_size=datamodule.batch_size,
-            seed=self.seed,
-        )
+        # `rotaux validate` runs under inference mode, whose tensors cannot enter autograd: the
+        # classifier trains on ordinary copies
+        with torch.inference_mode(False):
+            standardised, labels = norm(features.clone()), labels.clone()
+            fitted = train_linear_classifier(
+                standardised,
+                labels,
+                linear.out_features,
+                epochs=self.fit_epochs,
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                batch_size=datamodule.batch_size,
+                seed=self.seed,
+            )
         linear.load_state_dict(fitted.state_dict())
 
     def _to(self, device: torch.device) -> None:

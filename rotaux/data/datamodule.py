@@ -345,7 +345,12 @@ class SSLDataModule(LightningDataModule):
             )
 
     def _load_eval_dataset(self) -> SplitDatasets:
-        evaluation = self.eval_dataset.load()
+        try:
+            evaluation = self.eval_dataset.load()
+        except RotauxError as error:
+            # the sources name their options as --data.dataset.*; this one is the eval set
+            message = str(error).replace("--data.dataset.", "--data.eval_dataset.")
+            raise type(error)(f"In --data.eval_dataset: {message}") from error
         name = type(self.eval_dataset).__name__
         if not evaluation.classes:
             raise RotauxError(

@@ -8,6 +8,8 @@ from typing import Literal
 
 import torch
 
+from rotaux.distributed import own_rows, world_size
+
 NUM_ROTATIONS = 4
 """0, 90, 180 and 270 degrees: the classes of the rotation task (Gidaris et al., ICLR 2018)."""
 
@@ -56,7 +58,8 @@ def rotate_batch(images: torch.Tensor, copies: int = 4) -> tuple[torch.Tensor, t
     ``copies=4`` returns all four rotations of every image, ``(4B, C, H, W)`` ordered by label
     (all ``k=0``, then all ``k=1``, ...), as in Gidaris et al. 2018. ``copies=1`` rotates each
     image by one uniformly drawn ``k`` (the released code of Addepalli et al. 2022) with a single
-    gather, without building the other three rotations. Neither path synchronises with the host.
+    gather, without building the other three rotations; under DDP the draws are made for the
+    global batch and each rank keeps its own. Neither path synchronises with the host.
     """
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"Rotation needs square images, got {tuple(images.shape[-2:])}.")
@@ -66,7 +69,10 @@ def rotate_batch(images: torch.Tensor, copies: int = 4) -> tuple[torch.Tensor, t
         rotations = [torch.rot90(images, k, dims=(2, 3)) for k in range(NUM_ROTATIONS)]
         return torch.cat(rotations), labels
     if copies == 1:
-        labels = torch.randint(NUM_ROTATIONS, (batch,), device=images.device)
+        # drawn for the global batch, so that under DDP every rank's images get their own
+        # rotations (every rank's generator is seeded alike) and the draws equal one process's
+        drawn = torch.randint(NUM_ROTATIONS, (batch * world_size(),), device=images.device)
+        labels = own_rows(drawn, batch)
         side = images.shape[-1]
         indices = _rotation_indices(side, images.device)[labels]
         flat = images.flatten(2).gather(2, indices[:, None, :].expand(-1, images.shape[1], -1))

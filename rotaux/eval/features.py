@@ -59,7 +59,12 @@ def extract_features(
     per_rank = math.ceil(total / ranks)
     shard = Subset(dataset, range(rank(), total, ranks))
     loader = DataLoader(
-        shard, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
+        shard,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        # the workers' seeds come from here, not from the global generator the training draws
+        generator=torch.Generator().manual_seed(0),
     )
     # Every rank sends per_rank rows; the padding rows land at positions >= total after the
     # interleave below and are cut off.

@@ -134,7 +134,7 @@ def _resolve_backbone(pretrained: PretrainedBackbone, backbone: Backbone | None)
 class LinearEval(SSLMethod):
     """Offline linear evaluation of a pretrained backbone, reporting ``val/top1`` and
     ``val/top5``: ``rotaux fit --model rotaux.eval.LinearEval --model.checkpoint PATH
-    --trainer.max_epochs 100 --data.dataset cifar10 ...``.
+    --trainer.max_epochs 100 --data.dataset CIFAR10 ...``.
 
     The backbone comes from ``checkpoint`` and stays frozen: no gradient, and in eval mode even
     while the classifier trains, so its BatchNorm statistics are those of pretraining. Training

@@ -57,8 +57,8 @@ class All4One(RotationAuxMixin, MomentumMethod):
     BatchNorm, predictors 4096 -> 256, support set 98304, 5 neighbours, a 3-layer transformer
     encoder with 8 heads, feed-forward width twice the projection and dropout 0.1, temperatures
     0.2 and 0.1, loss weights 0.5, 0.5 and 0.5 x 10 = 5, EMA momentum 0.99 -> 1.0, LARS with lr
-    1.0 for a batch of 256, eta 0.02 and weight decay 1e-5, and the transformer's fixed rate 0.1
-    (the official code's, a tenth of the recipe's rate at its batch of 256).
+    1.0 for a batch of 256, eta 0.02 and weight decay 1e-5, and the transformer at a tenth of the
+    scaled, scheduled rate (the official code's 0.1 at its batch of 256).
 
     The transformer's dropout masks are drawn per rank, so under DDP they differ from the masks
     one process with the whole batch would draw (the same distribution); everything that mixes

@@ -21,7 +21,7 @@ from rotaux.optim import (
     set_weight_decay,
     warmup_cosine_scheduler,
 )
-from rotaux.staging import commit_staged_updates
+from rotaux.staging import commit_staged_updates, staged_buffer_names
 
 
 class SSLMethod(LightningModule):
@@ -78,6 +78,8 @@ class SSLMethod(LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        # queues, banks and centers: tens of MiB that DDP would otherwise re-send every step
+        self._ddp_params_and_buffers_to_ignore = staged_buffer_names(self)
 
     def total_loss(self, ssl_loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """The loss to optimise; auxiliary-task mixins add their terms here."""

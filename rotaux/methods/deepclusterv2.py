@@ -14,9 +14,9 @@ from rotaux.errors import RotauxError
 from rotaux.heads import MLP
 from rotaux.losses.deepclusterv2 import deepclusterv2_loss, spherical_kmeans
 from rotaux.methods.base import SSLMethod
+from rotaux.methods.multicrop import check_large_crops, multicrop_features
 from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
-from rotaux.methods.swav import check_large_crops, multicrop_features
 from rotaux.optim import OptimizerConfig
 from rotaux.staging import StagedUpdates
 
@@ -210,12 +210,6 @@ class DeepClusterV2(RotationAuxMixin, SSLMethod):
         self.memory = ClusterMemory(
             num_large_crops, proj_output_dim, num_prototypes, num_prototype_sets, seed
         )
-        # every rank holds the same memory (it is filled from all ranks): DDP need not broadcast
-        # it before every forward pass
-        self._ddp_params_and_buffers_to_ignore = [
-            f"memory.{name}"
-            for name in ("embeddings", "filled", "assignments", "centroids", "clustered_epoch")
-        ]
 
     @property
     def num_global_views(self) -> int:

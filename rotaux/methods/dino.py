@@ -10,9 +10,9 @@ import torch
 from rotaux.heads import DINOHead
 from rotaux.losses.dino import DINOLoss, teacher_temperature
 from rotaux.methods.momentum import MomentumMethod
+from rotaux.methods.multicrop import check_large_crops, multicrop_features
 from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
-from rotaux.methods.swav import check_large_crops, multicrop_features
 from rotaux.optim import OptimizerConfig
 
 

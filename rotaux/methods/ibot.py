@@ -8,15 +8,16 @@ import torch
 from torch import nn
 
 from rotaux.backbones import Backbone, ViT
+from rotaux.distributed import own_rows
 from rotaux.errors import RotauxError
 from rotaux.heads import DINOHead
 from rotaux.losses.dino import DINOLoss, teacher_temperature
 from rotaux.losses.ibot import MaskedPatchLoss
-from rotaux.methods.masking import block_masks, masking_ratios, own_rows, random_masks
+from rotaux.methods.masking import block_masks, masking_ratios, random_masks
 from rotaux.methods.momentum import MomentumMethod
+from rotaux.methods.multicrop import check_large_crops, multicrop_features
 from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
-from rotaux.methods.swav import check_large_crops, multicrop_features
 from rotaux.methods.vit_tokens import (
     check_token_layout,
     encode,

@@ -14,17 +14,11 @@ import math
 
 import torch
 
-from rotaux.distributed import rank, world_size
+from rotaux.distributed import own_rows, world_size
 
 BLOCK_PROPOSALS = 32
 """Rectangles proposed per image by :func:`block_masks`; BEiT's loop proposes until the target
 is reached or 10 proposals in a row fail, which 32 batched proposals approach closely."""
-
-
-def own_rows(masks: torch.Tensor, local_batch: int) -> torch.Tensor:
-    """This rank's ``local_batch`` rows of masks drawn for the global batch."""
-    start = rank() * local_batch
-    return masks[start : start + local_batch]
 
 
 def shuffle_keep_indices(

@@ -62,7 +62,9 @@ class RotationAuxMixin:
         rotation_crop_scale: area range of the rotation crop; ``None`` uses the first view's.
             E-SSL's ImageNet setting is (0.05, 0.14).
         rotation_running_stats: let the rotated batches update the running mean and variance
-            of the backbone's BatchNorm layers (see above); ``False`` keeps them out.
+            of the backbone's BatchNorm layers (see above); ``False`` keeps them out. On the CPU
+            efficiency preset (BYOL, 2 seeds) the two gave kNN and linear accuracies within 0.14
+            points of each other, so the default follows the E-SSL and EffSSL code.
     """
 
     def __init__(

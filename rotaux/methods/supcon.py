@@ -9,9 +9,9 @@ from torch import nn
 
 from rotaux.losses.supcon import supcon_loss
 from rotaux.methods.base import SSLMethod
+from rotaux.methods.multicrop import multicrop_features
 from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
-from rotaux.methods.swav import multicrop_features
 from rotaux.optim import OptimizerConfig
 
 

@@ -121,7 +121,7 @@ class VIbCReg(RotationAuxMixin, SSLMethod):
 
     def __init__(
         self,
-        optimizer: OptimizerConfig = OptimizerConfig(lr=0.3, weight_decay=1e-4),
+        optimizer: OptimizerConfig = OptimizerConfig(lr=0.3, weight_decay=1e-4, lars_clip=False),
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 2048,
         invariance_weight: float = 25.0,

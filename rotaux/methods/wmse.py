@@ -11,9 +11,9 @@ from rotaux.errors import RotauxError
 from rotaux.heads import MLP
 from rotaux.losses.wmse import wmse_loss
 from rotaux.methods.base import SSLMethod
+from rotaux.methods.multicrop import multicrop_features
 from rotaux.methods.registry import register_method
 from rotaux.methods.rotation import RotationAuxMixin
-from rotaux.methods.swav import multicrop_features
 from rotaux.optim import OptimizerConfig
 
 

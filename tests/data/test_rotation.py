@@ -89,3 +89,21 @@ def test_rotation_input_groups():
     assert RotationInput(source="view", views=2).groups == 1
     assert RotationInput(source="views", views=2).groups == 2
     assert RotationInput(source="views", views=3).groups == 3
+
+
+def _single_rotations(rank: int, world_size: int, images: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(5)  # every rank seeded alike, as Lightning seeds them
+    _, labels = rotate_batch(images.chunk(world_size)[rank], copies=1)
+    return labels
+
+
+def test_one_random_rotation_per_image_under_ddp_equals_one_process_with_the_whole_batch():
+    from ddp import run_distributed
+
+    images = torch.randn(8, 3, 4, 4)
+    ranks = run_distributed(_single_rotations, images)
+    torch.manual_seed(5)
+    _, whole = rotate_batch(images, copies=1)
+    # each rank's images get their own draws, not a copy of rank 0's
+    torch.testing.assert_close(torch.cat(ranks), whole)
+    assert not torch.equal(ranks[0], ranks[1])

@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from cli_utils import fit_tiny, read_metrics
+from cli_utils import TINY_RUN, fit_tiny, read_metrics
 from ddp import run_distributed
 from lightning import LightningModule, Trainer
 from PIL import Image
 from torch import nn
 
 from rotaux.callbacks import KNNMonitor, OnlineLinearProbe
+from rotaux.cli import main
 from rotaux.data import ImageFolder, SSLDataModule, Synthetic, SyntheticImages, UnlabeledFolder
 from rotaux.loggers import RotauxLogger
 
@@ -211,3 +212,38 @@ def test_rotaux_fit_on_an_unlabeled_folder_alone_warns_once_and_keeps_last_ckpt(
     # validation ran (3 held-out images) without stopping the run for the missing metric
     assert (run / "checkpoints" / "last.ckpt").exists()
     assert not list((run / "checkpoints").glob("best-*.ckpt"))
+
+
+def test_rotaux_validate_fits_the_probe_on_the_eval_dataset_under_inference_mode(tmp_path, capsys):
+    # `rotaux validate` runs under torch.inference_mode, whose tensors cannot enter autograd
+    unlabeled = _noise_folder(tmp_path / "unlabeled")
+    labelled = _coloured_classes(tmp_path / "labelled")
+    sources = [
+        "--data.dataset", "UnlabeledFolder", "--data.dataset.root", unlabeled,
+        "--data.eval_dataset", "ImageFolder", "--data.eval_dataset.root", labelled,
+    ]  # fmt: skip
+    run = fit_tiny(tmp_path, "BYOL", *UNLABELED_RUN, *sources)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    main(
+        [
+            "validate", "--model", "BYOL", *TINY_RUN, *UNLABELED_RUN, *sources,
+            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--ckpt_path", str(checkpoint),
+        ]
+    )  # fmt: skip
+    assert "val/linear_top1" in capsys.readouterr().out
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_errors_of_the_eval_dataset_name_its_own_options(tmp_path):
+    from rotaux.data import FileList
+    from rotaux.errors import RotauxError
+
+    data = SSLDataModule(
+        Synthetic(size=16), batch_size=4, eval_dataset=FileList(str(tmp_path / "missing.csv"))
+    )
+    with pytest.raises(RotauxError) as error:
+        data.setup("fit")
+    message = str(error.value)
+    assert message.startswith("In --data.eval_dataset:") and "missing.csv" in message
+    assert "--data.dataset." not in message

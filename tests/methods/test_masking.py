@@ -1,10 +1,10 @@
 import torch
 from ddp import run_distributed
 
+from rotaux.distributed import own_rows
 from rotaux.methods.masking import (
     block_masks,
     masking_ratios,
-    own_rows,
     random_masks,
     shuffle_keep_indices,
 )

@@ -66,7 +66,8 @@ class Shards(DataSource):
     ``path/val/``, each litdata's ``index.json`` with ``chunk-*.bin`` files. ``path`` is a local
     folder or an object-storage URI (``s3://bucket/imagenet``, read with the usual
     ``AWS_*`` environment variables; ``gs://`` and ``azure://`` likewise), passed through to
-    litdata. Images are decoded to RGB in the loader workers. Local shards are checked before
+    litdata. Images are decoded to RGB in the loader workers (or on the training device with
+    ``--data.decode_on device``). Local shards are checked before
     training (every chunk file present with the size the index records); remote ones when a
     sample is first read.
 
