@@ -146,10 +146,16 @@ class Row:
     backbone_calls: str
     backbone_fwd_bwd_images_per_s: float
     passes: float
-    limit_images_per_s: float
-    ratio: float
+    limit_images_per_s: float | None
+    ratio: float | None
     syncs_per_step: float | None = None
     sync_sites: dict[str, int] = field(default_factory=dict)
+
+
+# MAE and iBOT run their encoder on token sequences (visible patches, masked tokens) through the
+# ViT's blocks rather than its forward, so the recorded backbone calls miss that work and a limit
+# built from them would be meaningless: their rows show no limit or ratio.
+ENCODER_OUTSIDE_BACKBONE_CALLS = frozenset({"mae", "ibot"})
 
 
 class BackboneCallRecorder(Callback):
@@ -462,7 +468,9 @@ def measure(
     limit.measure(recorder.calls)
     reference = limit.seconds[limit.reference]
     backbone_seconds = limit.step_seconds(recorder.calls)
-    limit_images_per_s = args.batch_size / backbone_seconds
+    limit_images_per_s = (
+        None if method in ENCODER_OUTSIDE_BACKBONE_CALLS else args.batch_size / backbone_seconds
+    )
     step_images_per_s = args.batch_size / step
     row = Row(
         method=method,
@@ -475,7 +483,7 @@ def measure(
         backbone_fwd_bwd_images_per_s=args.batch_size / reference,
         passes=backbone_seconds / reference,
         limit_images_per_s=limit_images_per_s,
-        ratio=step_images_per_s / limit_images_per_s,
+        ratio=None if limit_images_per_s is None else step_images_per_s / limit_images_per_s,
     )
     if counter is not None:
         sites = counter.sites()
@@ -509,6 +517,10 @@ def environment(device: torch.device) -> dict[str, str]:
     return env
 
 
+def optional(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def markdown(
     args: argparse.Namespace, env: dict[str, str], rows: list[Row], skipped: list[str] = ()
 ) -> str:
@@ -533,7 +545,8 @@ def markdown(
         "(count x batch@side, with or without gradient). *passes*: their time on the bare "
         f"backbone in units of one fwd+bwd pass at batch {args.batch_size} ({IMAGE_SIZE}px). "
         "*limit* = batch / that time; *ratio* = step img/s / limit (heads, losses, optimizer, "
-        "EMA and callbacks are outside the limit).",
+        "EMA and callbacks are outside the limit). MAE and iBOT encode token sequences outside "
+        "the backbone's forward, so they have no limit (n/a).",
         "",
     ]
     has_syncs = any(row.syncs_per_step is not None for row in rows)
@@ -550,7 +563,7 @@ def markdown(
         line = (
             f"| {row.method} | {'on' if row.rotation else 'off'} | {row.step_images_per_s:.1f} "
             f"| {row.end_to_end_images_per_s:.1f} | {row.backbone_calls} | {row.passes:.2f} "
-            f"| {row.limit_images_per_s:.1f} | {row.ratio:.2f} |"
+            f"| {optional(row.limit_images_per_s, '.1f')} | {optional(row.ratio, '.2f')} |"
         )
         if has_syncs:
             line += f" {row.syncs_per_step:.1f} |"
@@ -650,7 +663,7 @@ def main(argv: list[str] | None = None) -> None:
             row = rows[-1]
             print(
                 f"{method} rotation {'on' if rotation else 'off'}: step "
-                f"{row.step_images_per_s:.1f} img/s, ratio {row.ratio:.2f}",
+                f"{row.step_images_per_s:.1f} img/s, ratio {optional(row.ratio, '.2f')}",
                 flush=True,
             )
             if device.type == "cuda":
