@@ -65,7 +65,7 @@ import statistics
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -522,7 +522,7 @@ def optional(value: float | None, spec: str) -> str:
 
 
 def markdown(
-    args: argparse.Namespace, env: dict[str, str], rows: list[Row], skipped: list[str] = ()
+    args: argparse.Namespace, env: dict[str, str], rows: list[Row], skipped: Sequence[str] = ()
 ) -> str:
     compiled = ", backbones compiled (torch.compile)" if args.compile else ""
     callbacks = {

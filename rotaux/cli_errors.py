@@ -34,6 +34,9 @@ REMOVED_OPTIONS = {
     "0 turns the rotation input off",
 }
 
+_UNKNOWN_MODEL_OPTION = re.compile(r"class_path '([\w.]+)':\s+Option '([\w.]+)' is not accepted")
+"""jsonargparse's report of an option that the model class given by class path does not take."""
+
 _TYPE_NAMES = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "text"}
 
 
@@ -148,9 +151,9 @@ def _moved_option(message: str) -> str | None:
 
 def _unknown_option_name(message: str) -> str | None:
     """The full name (``model.proj_dim``) of the unknown option that ``message`` reports."""
-    model_option = re.search(r"class_path '[\w.]+':\s+Option '([\w.]+)' is not accepted", message)
+    model_option = _UNKNOWN_MODEL_OPTION.search(message)
     if model_option:
-        return f"model.{model_option.group(1)}"
+        return f"model.{model_option.group(2)}"
     option = re.search(
         r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)", message
     )
@@ -163,7 +166,7 @@ def _unknown_option(message: str, parser: Any) -> str | None:
     unknown = _unknown_option_name(message)
     if unknown is None:
         return None
-    model_option = re.search(r"class_path '([\w.]+)':\s+Option '([\w.]+)' is not accepted", message)
+    model_option = _UNKNOWN_MODEL_OPTION.search(message)
     if model_option:
         module, _, name = model_option.group(1).rpartition(".")
         options = {
